@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (install + the main job) and `make test` (install + lint + types + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build that lies on this kind of machine; a bare range would pull a
+# multi-GB CUDA build. Where torch is already importable nothing is reinstalled.
+install: $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.4"
+	@$(BIN)/pip install -q -e ".[dev]"
+
+demo: install
+	$(BIN)/hypernet demo
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest tests
+
+bench: install
+	$(BIN)/python benchmarks/per_sample.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from hypernet.cli import main
+
+raise SystemExit(main())

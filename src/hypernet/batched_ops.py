@@ -1,0 +1,307 @@
+"""Per-sample weights without `vmap`: a `TorchFunctionMode` that runs the module once on the whole
+batch and turns every layer call that meets a per-sample weight `[B, *shape]` into its batched form
+(`bmm` for `linear`, grouped convolution for `conv`, batch statistics plus per-sample affine for
+normalisation, a time loop with `bmm` for GRU/LSTM).
+
+Why not only `vmap`: under `vmap` each sample is its own batch of one, so a BatchNorm in training
+mode would normalise every sample by itself, and PyTorch has no batching rule for `aten::gru` or
+`aten::lstm`. Here every op sees the real batch, so BatchNorm uses statistics over the whole batch
+and updates its running buffers once, exactly like an ordinary forward pass.
+
+Only the functions in `_RULES` may touch a per-sample tensor; any other function that does raises
+`NotImplementedError` naming it (nothing is silently broadcast). `TargetNetwork` then uses `vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+#: Module types whose own parameters this engine can take per sample.
+SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Embedding,
+    nn.GRU,
+    nn.LSTM,
+)
+
+#: Modules whose forward reads their children's parameters directly (fused kernels): not supported.
+_OPAQUE_MODULES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
+
+# Functions that only read metadata; they may see a per-sample tensor harmlessly.
+_METADATA = {"dim", "size", "__get__", "__len__", "numel", "is_floating_point", "is_complex", "stride"}
+
+
+def supports(module: nn.Module, generated: Sequence[str]) -> bool:
+    """True when every generated parameter is owned by a module type this engine handles."""
+    owners = dict(module.named_modules())
+    for name in generated:
+        prefix = name.rpartition(".")[0]
+        if not isinstance(owners[prefix], SUPPORTED_MODULES):
+            return False
+        if isinstance(owners[prefix], (nn.GRU, nn.LSTM)) and int(getattr(owners[prefix], "proj_size", 0)) > 0:
+            return False
+        parts = prefix.split(".") if prefix else []
+        for i in range(len(parts)):
+            if isinstance(owners[".".join(parts[:i])], _OPAQUE_MODULES):
+                return False
+    return True
+
+
+class PerSampleMode(TorchFunctionMode):
+    """Runs layer functions with per-sample weights `[B, *shape]` as batched ops.
+
+    Args:
+        per_sample: the per-sample tensors (as passed to `functional_call`).
+        batch_size: B.
+        batch_dim: where the batch sits in activations seen by `linear` (0 unless sequence-first).
+    """
+
+    def __init__(self, per_sample: Sequence[Tensor], batch_size: int, batch_dim: int = 0) -> None:
+        super().__init__()
+        self.ids = {id(t) for t in per_sample}
+        self._keep = list(per_sample)  # keep alive so ids stay unique
+        self.B = batch_size
+        self.batch_dim = batch_dim
+
+    def is_ps(self, t: Any) -> bool:
+        return isinstance(t, Tensor) and id(t) in self.ids
+
+    def batched(self, t: Tensor) -> Tensor:
+        """A per-sample tensor as is; a shared one expanded to `[B, *shape]` (a view, no copy)."""
+        return t if self.is_ps(t) else t.unsqueeze(0).expand(self.B, *t.shape)
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        flat, _ = tree_flatten((args, kwargs))
+        if not any(self.is_ps(a) for a in flat):
+            return func(*args, **kwargs)
+        rule = _RULES.get(func)
+        if rule is not None:
+            return rule(self, *args, **kwargs)
+        if getattr(func, "__name__", "") in _METADATA:
+            return func(*args, **kwargs)
+        raise NotImplementedError(
+            f"per-sample weights: {getattr(func, '__name__', func)!r} received a generated tensor and has no "
+            "batched rule; use TargetNetwork(..., engine='vmap')"
+        )
+
+
+def _check_batch(mode: PerSampleMode, x: Tensor, dim: int, what: str) -> None:
+    if x.shape[dim] != mode.B:
+        raise ValueError(
+            f"per-sample weights: {what} input has {x.shape[dim]} rows along dim {dim}, "
+            f"expected the batch size {mode.B}"
+        )
+
+
+def _linear(mode: PerSampleMode, input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    x = input.movedim(mode.batch_dim, 0) if mode.batch_dim else input
+    _check_batch(mode, x, 0, "linear")
+    lead = x.shape[:-1]
+    x3 = x.reshape(mode.B, -1, x.shape[-1])
+    if mode.is_ps(weight):
+        if bias is None:
+            y = torch.bmm(x3, weight.transpose(1, 2))
+        else:
+            y = torch.baddbmm(mode.batched(bias).unsqueeze(1), x3, weight.transpose(1, 2))
+    else:
+        y = F.linear(x3, weight) + mode.batched(bias).unsqueeze(1)  # type: ignore[arg-type]
+    y = y.reshape(*lead, y.shape[-1])
+    return y.movedim(0, mode.batch_dim) if mode.batch_dim else y
+
+
+def _conv(conv: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def rule(
+        mode: PerSampleMode,
+        input: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+    ) -> Tensor:
+        # Grouped-convolution trick: the batch folds into channels, each sample its own groups.
+        _check_batch(mode, input, 0, "conv")
+        B = mode.B
+        w = mode.batched(weight)
+        x = input.reshape(1, B * input.shape[1], *input.shape[2:])
+        w = w.reshape(B * w.shape[1], *w.shape[2:])
+        b = None if bias is None else mode.batched(bias).reshape(-1)
+        y = conv(x, w, b, stride, padding, dilation, groups * B)
+        return y.reshape(B, -1, *y.shape[2:])
+
+    return rule
+
+
+def _affine(mode: PerSampleMode, y: Tensor, weight: Tensor | None, bias: Tensor | None, trailing: int) -> Tensor:
+    """`y * weight + bias` with `weight, bias: [*s]` or per-sample `[B, *s]`, aligned to `y: [B, *s, ...]`."""
+    if weight is not None:
+        w = mode.batched(weight)
+        y = y * w.reshape(*w.shape, *([1] * trailing))
+    if bias is not None:
+        b = mode.batched(bias)
+        y = y + b.reshape(*b.shape, *([1] * trailing))
+    return y
+
+
+def _batch_norm(
+    mode: PerSampleMode,
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    # Statistics over the whole batch, then each sample's own affine parameters.
+    _check_batch(mode, input, 0, "batch_norm")
+    y = F.batch_norm(input, running_mean, running_var, None, None, training, momentum, eps)
+    return _affine(mode, y, weight, bias, input.ndim - 2)
+
+
+def _layer_norm(
+    mode: PerSampleMode,
+    input: Tensor,
+    normalized_shape: Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    _check_batch(mode, input, 0, "layer_norm")
+    y = F.layer_norm(input, normalized_shape, None, None, eps)
+    # weight, bias: [*normalized_shape] -> [B, 1, ..., 1, *normalized_shape] to skip the middle dims
+    mid = input.ndim - 1 - len(normalized_shape)
+
+    def aligned(t: Tensor) -> Tensor:
+        t = mode.batched(t)
+        return t.reshape(mode.B, *([1] * mid), *t.shape[1:])
+
+    if weight is not None:
+        y = y * aligned(weight)
+    if bias is not None:
+        y = y + aligned(bias)
+    return y
+
+
+def _group_norm(
+    mode: PerSampleMode,
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    _check_batch(mode, input, 0, "group_norm")
+    y = F.group_norm(input, num_groups, None, None, eps)
+    return _affine(mode, y, weight, bias, input.ndim - 2)
+
+
+def _embedding(mode: PerSampleMode, input: Tensor, weight: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    if (args and any(a not in (None, False, 2.0) for a in args[1:])) or kwargs.get("max_norm") is not None:
+        raise NotImplementedError("per-sample weights: Embedding with max_norm / sparse is not supported")
+    _check_batch(mode, input, 0, "embedding")
+    rows = torch.arange(mode.B, device=input.device).reshape(mode.B, *([1] * (input.ndim - 1)))
+    return weight[rows, input]
+
+
+def _rnn(cell: str) -> Callable[..., Any]:
+    gates = 4 if cell == "lstm" else 3
+
+    def rule(
+        mode: PerSampleMode,
+        input: Tensor,
+        hx: Any,
+        params: Sequence[Tensor],
+        has_biases: bool,
+        num_layers: int,
+        dropout: float,
+        train: bool,
+        bidirectional: bool,
+        batch_first: bool,
+    ) -> Any:
+        if not isinstance(input, Tensor) or input.ndim != 3:
+            raise NotImplementedError("per-sample weights: RNNs need a batched, unpacked 3-D input")
+        x = input if batch_first else input.transpose(0, 1)  # [B, T, F]
+        _check_batch(mode, x, 0, cell)
+        h0, c0 = (hx if cell == "lstm" else (hx, None))
+        dirs = 2 if bidirectional else 1
+        per = 4 if has_biases else 2
+        h_out, c_out = [], []
+        layer_in = x
+        for layer in range(num_layers):
+            outs = []
+            for d in range(dirs):
+                k = (layer * dirs + d) * per
+                w_ih, w_hh = mode.batched(params[k]), mode.batched(params[k + 1])
+                b_ih = mode.batched(params[k + 2]) if has_biases else None
+                b_hh = mode.batched(params[k + 3]) if has_biases else None
+                h = h0[layer * dirs + d]
+                c = c0[layer * dirs + d] if c0 is not None else None
+                seq = layer_in.flip(1) if d == 1 else layer_in
+                gx = torch.bmm(seq, w_ih.transpose(1, 2))  # [B, T, G*H], all steps at once
+                if b_ih is not None:
+                    gx = gx + b_ih.unsqueeze(1)
+                w_hh_t = w_hh.transpose(1, 2)
+                steps = []
+                for t in range(seq.shape[1]):
+                    gh = torch.bmm(h.unsqueeze(1), w_hh_t).squeeze(1)
+                    if b_hh is not None:
+                        gh = gh + b_hh
+                    if cell == "lstm":
+                        i, f, g, o = (gx[:, t] + gh).chunk(gates, dim=1)
+                        assert c is not None
+                        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                        h = torch.sigmoid(o) * torch.tanh(c)
+                    else:
+                        xr, xz, xn = gx[:, t].chunk(gates, dim=1)
+                        hr, hz, hn = gh.chunk(gates, dim=1)
+                        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                        n = torch.tanh(xn + r * hn)
+                        h = (1 - z) * n + z * h
+                    steps.append(h)
+                out = torch.stack(steps, dim=1)
+                outs.append(out.flip(1) if d == 1 else out)
+                h_out.append(h)
+                c_out.append(c)
+            layer_in = torch.cat(outs, dim=2) if dirs == 2 else outs[0]
+            if train and dropout > 0 and layer < num_layers - 1:
+                layer_in = F.dropout(layer_in, dropout, True)
+        output = layer_in if batch_first else layer_in.transpose(0, 1)
+        h_n = torch.stack(h_out, 0)
+        if cell == "lstm":
+            return output, h_n, torch.stack(c_out, 0)  # type: ignore[arg-type]
+        return output, h_n
+
+    return rule
+
+
+_RULES: dict[Callable[..., Any], Callable[..., Any]] = {
+    F.linear: _linear,
+    torch.conv1d: _conv(F.conv1d),
+    torch.conv2d: _conv(F.conv2d),
+    torch.conv3d: _conv(F.conv3d),
+    F.batch_norm: _batch_norm,
+    F.layer_norm: _layer_norm,
+    F.group_norm: _group_norm,
+    F.embedding: _embedding,
+    torch.gru: _rnn("gru"),
+    torch.lstm: _rnn("lstm"),
+}

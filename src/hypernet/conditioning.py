@@ -1,0 +1,135 @@
+"""Conditioners: what goes into a hypernetwork (the review's input axis).
+
+* task-conditioned: `TaskEmbedding` (ids -> learned vectors),
+* hyperparameter / scalar-conditioned: `InputEncoding` (MIP's constant-norm encoding of [0, 1] inputs),
+* data-conditioned: `DataEncoder` (any module mapping the sample `x` to a condition, per sample),
+* noise-conditioned: `NoiseConditioner` (`cond ~ N(0, I)`, an implicit distribution over weights).
+
+Each is an `nn.Module` with `condition(x, cond) -> [..., C]`, which `HyperModel` calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ENCODINGS = ("cos|sin", "z|1-z")
+
+
+class Conditioner(nn.Module):
+    """Base class: `condition(x, cond)` gives the hypernetwork input for a batch `x`."""
+
+    out_features: int
+
+    def condition(self, x: Any, cond: Any) -> Tensor:
+        if cond is None:
+            raise ValueError(f"cond: {type(self).__name__} needs a condition, got None")
+        out: Tensor = self(cond)
+        return out
+
+
+class TaskEmbedding(Conditioner):
+    """Learned task vectors, initialised N(0, 1). `ids: [...] (int) -> [..., dim]`."""
+
+    def __init__(self, num_tasks: int, dim: int) -> None:
+        super().__init__()
+        if num_tasks <= 0 or dim <= 0:
+            raise ValueError(f"TaskEmbedding: num_tasks and dim must be positive, got {num_tasks}, {dim}")
+        self.num_tasks, self.out_features = num_tasks, dim
+        self.embedding = nn.Embedding(num_tasks, dim)
+
+    def forward(self, ids: Tensor | int) -> Tensor:
+        ids_t = torch.as_tensor(ids, device=self.embedding.weight.device)
+        if ids_t.dtype.is_floating_point or ids_t.dtype == torch.bool:
+            raise TypeError(f"task ids: expected integers, got dtype {ids_t.dtype}")
+        if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= self.num_tasks):
+            raise ValueError(
+                f"task ids: must lie in [0, {self.num_tasks - 1}], got range [{int(ids_t.min())}, {int(ids_t.max())}]"
+            )
+        out: Tensor = self.embedding(ids_t.long())
+        return out
+
+
+class InputEncoding(Conditioner):
+    """MIP input encoding of `z: [..., D]` in [0, 1] into `[..., 2D]` with constant L2 norm.
+
+    `"cos|sin"`: `[cos(pi z / 2), sin(pi z / 2)]`; `"z|1-z"`: `[z, 1 - z]`; `None`: identity.
+    Inputs outside [0, 1] raise a `ValueError` unless `check_range=False` (then they are encoded
+    as given, and the magnitude invariance no longer holds).
+    """
+
+    def __init__(self, mode: str | None = "cos|sin", in_features: int | None = None, check_range: bool = True) -> None:
+        super().__init__()
+        if mode is not None and mode not in ENCODINGS:
+            raise ValueError(f"InputEncoding: unknown mode {mode!r}; choose one of {list(ENCODINGS)} or None")
+        self.mode, self.check_range = mode, check_range
+        self.in_features = in_features
+        if in_features is not None:
+            self.out_features = in_features * (1 if mode is None else 2)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if not isinstance(z, Tensor):
+            raise TypeError(f"cond: expected a Tensor in [0, 1], got {type(z).__name__}")
+        if self.mode is None:
+            return z
+        if self.check_range and z.numel() and (bool((z < 0).any()) or bool((z > 1).any())):
+            raise ValueError(
+                f"cond: the {self.mode!r} encoding needs inputs in [0, 1], got range "
+                f"[{float(z.min()):.4g}, {float(z.max()):.4g}]; rescale, or pass check_range=False"
+            )
+        if self.mode == "cos|sin":
+            return torch.cat([torch.cos(z * (math.pi / 2)), torch.sin(z * (math.pi / 2))], dim=-1)
+        return torch.cat([z, 1 - z], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+class DataEncoder(Conditioner):
+    """Data-conditioned weights: `encoder(x) -> [B, C]`, one weight set per sample.
+
+    `condition(x, cond)` encodes `cond` when given, else the batch `x` itself.
+    """
+
+    def __init__(self, encoder: nn.Module, out_features: int) -> None:
+        super().__init__()
+        self.encoder, self.out_features = encoder, out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.encoder(x)
+        if out.shape[-1] != self.out_features:
+            raise ValueError(f"DataEncoder: encoder gave shape {list(out.shape)}, expected [..., {self.out_features}]")
+        return out
+
+    def condition(self, x: Any, cond: Any) -> Tensor:
+        return self(x if cond is None else cond)
+
+
+class NoiseConditioner(Conditioner):
+    """Noise-conditioned weights: `cond ~ N(0, I_dim)`, one draw per sample (or `num_samples` draws).
+
+    `condition(x, cond)` uses `cond` when given (fixed noise, for evaluation), else draws one
+    vector per sample of `x`: weights become an implicit distribution learned by the hypernetwork.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"NoiseConditioner: dim must be positive, got {dim}")
+        self.out_features = dim
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+
+    def forward(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        probe = self._device_probe
+        assert isinstance(probe, Tensor)
+        return torch.randn(num_samples, self.out_features, generator=generator, device=probe.device)
+
+    def condition(self, x: Any, cond: Any) -> Tensor:
+        if cond is not None:
+            return torch.as_tensor(cond)
+        if not isinstance(x, Tensor):
+            raise ValueError("NoiseConditioner: pass `cond` (noise) when `x` is not a batched Tensor")
+        return self(int(x.shape[0]))

@@ -1,0 +1,55 @@
+"""`MLPHyperNetwork`: all weights at once from one MLP (the review's "all at once" output)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from hypernet.hypernetworks.base import HyperNetwork
+from hypernet.init import init_hidden, init_output_layer
+from hypernet.layers import make_linear, mlp_trunk
+from hypernet.spec import ParamSpec
+
+
+class MLPHyperNetwork(HyperNetwork):
+    """`cond: [..., in_features] -> [..., P]` through hidden layers `hidden` and one output layer.
+
+    Args:
+        in_features: size of the condition.
+        spec: the target's `ParamSpec`.
+        hidden: hidden widths (`()` for a single linear map).
+        activation: hidden activation name.
+        parametrization: `"standard"`, `"ntk"` or `"mip"`.
+        init: `"default"`, `"hyperfan_in"`, `"hyperfan_out"`, `"mip"`; `None` picks per parametrization.
+        weight_var, bias_var: NTK-parametrization variances (ignored otherwise).
+        theta0: MIP's starting weights `[P]` (e.g. `target.initial_weights()`).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        spec: ParamSpec,
+        hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        parametrization: str = "standard",
+        init: str | None = None,
+        *,
+        encoding: str | None = "cos|sin",
+        theta0: Tensor | None = None,
+        weight_var: float = 2.0,
+        bias_var: float = 0.0,
+    ) -> None:
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, weight_var, bias_var)
+        width = self.hidden[-1] if self.hidden else self.features
+        self.head = make_linear(width, spec.numel, parametrization, weight_var, bias_var)
+        if parametrization != "ntk":
+            init_hidden(self.trunk, self.init)
+            assert isinstance(self.head, nn.Linear)
+            init_output_layer(self.head, spec, self.init, residual=self.residual)
+
+    def delta(self, h: Tensor) -> Tensor:
+        out: Tensor = self.head(self.trunk(h))
+        return out

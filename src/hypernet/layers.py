@@ -1,0 +1,91 @@
+"""Small building blocks shared by the hypernetworks: activations by name and dense layers in the
+standard or NTK parametrization."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
+
+PARAMETRIZATIONS = ("standard", "ntk", "mip")
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name (`"relu"`, `"gelu"`, `"tanh"`, ...)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"activation: unknown {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+def check_parametrization(parametrization: str) -> str:
+    if parametrization not in PARAMETRIZATIONS:
+        raise ValueError(f"parametrization: unknown {parametrization!r}; choose one of {list(PARAMETRIZATIONS)}")
+    return parametrization
+
+
+class NTKLinear(nn.Module):
+    """Dense layer in NTK parametrization: `sqrt(weight_var / fan_in) · W h + sqrt(bias_var) · b`,
+    with `W, b ~ N(0, 1)` (neural-tangents' `stax.Dense(W_std=sqrt(weight_var), b_std=sqrt(bias_var))`).
+
+    Shapes: `x: [..., in_features] -> [..., out_features]`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, weight_var: float = 2.0, bias_var: float = 0.0) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_var, self.bias_var = float(weight_var), float(bias_var)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        nn.init.normal_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w_scale = math.sqrt(self.weight_var / self.in_features)
+        return nn.functional.linear(x, self.weight * w_scale, self.bias * math.sqrt(self.bias_var))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, weight_var={self.weight_var}, bias_var={self.bias_var}"
+
+
+def make_linear(
+    in_features: int, out_features: int, parametrization: str, weight_var: float = 2.0, bias_var: float = 0.0
+) -> nn.Module:
+    """`nn.Linear` for the standard and MIP parametrizations, `NTKLinear` for `"ntk"`."""
+    if parametrization == "ntk":
+        return NTKLinear(in_features, out_features, weight_var, bias_var)
+    return nn.Linear(in_features, out_features)
+
+
+def mlp_trunk(
+    in_features: int,
+    hidden: tuple[int, ...],
+    activation: str,
+    parametrization: str,
+    weight_var: float = 2.0,
+    bias_var: float = 0.0,
+) -> nn.Sequential:
+    """Hidden layers `in -> hidden[0] -> ... -> hidden[-1]`, each followed by the activation."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        if h <= 0:
+            raise ValueError(f"hidden: widths must be positive, got {hidden}")
+        layers += [make_linear(width, h, parametrization, weight_var, bias_var), make_activation(activation)]
+        width = h
+    return nn.Sequential(*layers)

@@ -1,0 +1,71 @@
+"""`HyperModel`: a target network paired with the hypernetwork (and conditioner) that feeds it.
+
+Data flows one way: `cond -> conditioner -> hypernetwork -> theta -> target(x, theta) -> y`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from hypernet.conditioning import Conditioner
+from hypernet.hypernetworks.base import HyperNetwork
+from hypernet.target import TargetNetwork
+
+
+class HyperModel(nn.Module):
+    """`model(x, cond)`: weights from `hypernetwork(conditioner(cond))`, then `target(x, weights)`.
+
+    A condition `[C]` (or a scalar task id) gives one weight set shared by the batch; a batch of
+    conditions `[B, C]` (or ids `[B]`) gives one weight set per sample.
+    """
+
+    def __init__(
+        self, target: TargetNetwork, hypernetwork: HyperNetwork | nn.Module, conditioner: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(target, TargetNetwork):
+            raise TypeError(f"target: expected a hypernet.TargetNetwork, got {type(target).__name__}")
+        spec = getattr(hypernetwork, "spec", None)
+        if spec is not None and spec != target.spec:
+            raise ValueError(
+                f"hypernetwork: generates a spec of {spec.numel} numbers that differs from the target's "
+                f"({target.spec.numel}); build it with target.spec"
+            )
+        self.target, self.hypernetwork, self.conditioner = target, hypernetwork, conditioner
+
+    def condition(self, x: Any, cond: Any) -> Tensor:
+        """The hypernetwork input for batch `x` and condition `cond`."""
+        if isinstance(self.conditioner, Conditioner):
+            return self.conditioner.condition(x, cond)
+        if cond is None:
+            raise ValueError("cond: this HyperModel needs a condition, got None")
+        if self.conditioner is None:
+            return cond  # type: ignore[no-any-return]
+        out: Tensor = self.conditioner(cond)
+        return out
+
+    def weights(self, cond: Any = None, x: Any = None) -> Tensor:
+        """Generated weights `[P]` or `[B, P]` for `cond`."""
+        out: Tensor = self.hypernetwork(self.condition(x, cond))
+        return out
+
+    def forward(self, x: Any, cond: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return self.target(x, self.weights(cond, x), *args, **kwargs)
+
+    def materialize(self, cond: Any) -> nn.Module:
+        """A plain, independent `nn.Module` with the weights generated for one condition."""
+        return self.target.materialize(self.weights(cond))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What an optimiser should update: the hypernetwork, the conditioner and the target's
+        parameters that are not generated (the generated ones are placeholders)."""
+        params = list(self.hypernetwork.parameters()) + self.target.free_parameters()
+        if self.conditioner is not None:
+            params += list(self.conditioner.parameters())
+        seen: set[int] = set()
+        return [p for p in params if p.requires_grad and not (id(p) in seen or seen.add(id(p)))]  # type: ignore[func-returns-value]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
