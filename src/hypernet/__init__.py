@@ -1,7 +1,15 @@
 """hypernet: hypernetworks for PyTorch, from any `nn.Module` target to infinite-width kernels."""
 
 from hypernet.conditioning import DataEncoder, InputEncoding, NoiseConditioner, TaskEmbedding
-from hypernet.hypernetworks import HyperNetwork, MLPHyperNetwork
+from hypernet.convert import hypernetize
+from hypernet.hypernetworks import (
+    ChunkedHyperNetwork,
+    HyperNetwork,
+    LayerwiseHyperNetwork,
+    LowRankHyperNetwork,
+    LowRankWeights,
+    MLPHyperNetwork,
+)
 from hypernet.model import HyperModel
 from hypernet.spec import ParamSpec, TensorInfo
 from hypernet.target import TargetNetwork
@@ -9,14 +17,19 @@ from hypernet.target import TargetNetwork
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkedHyperNetwork",
     "DataEncoder",
     "HyperModel",
     "HyperNetwork",
     "InputEncoding",
+    "LayerwiseHyperNetwork",
+    "LowRankHyperNetwork",
+    "LowRankWeights",
     "MLPHyperNetwork",
     "NoiseConditioner",
     "ParamSpec",
     "TargetNetwork",
     "TaskEmbedding",
     "TensorInfo",
+    "hypernetize",
 ]

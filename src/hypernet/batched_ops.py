@@ -241,7 +241,7 @@ def _rnn(cell: str) -> Callable[..., Any]:
             raise NotImplementedError("per-sample weights: RNNs need a batched, unpacked 3-D input")
         x = input if batch_first else input.transpose(0, 1)  # [B, T, F]
         _check_batch(mode, x, 0, cell)
-        h0, c0 = (hx if cell == "lstm" else (hx, None))
+        h0, c0 = hx if cell == "lstm" else (hx, None)
         dirs = 2 if bidirectional else 1
         per = 4 if has_biases else 2
         h_out, c_out = [], []

@@ -99,3 +99,34 @@ def default_theta0(spec: ParamSpec) -> torch.Tensor:
             bound = 1.0 / math.sqrt(info.fan_in)
             block.uniform_(-bound, bound)
     return out
+
+
+@torch.no_grad()
+def element_scales(spec: ParamSpec, init: str, width: int, residual: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element output `scale, offset: [P]` for a head *shared* across tensors (chunked designs).
+
+    A shared head cannot give each tensor its own row variance, so its weights are drawn N(0, 1/width)
+    and the output is `offset + scale * head(h)`: `scale` carries the per-tensor standard deviation
+    the rows would have had under `init`, `offset` the 1 of normalisation scales (when not residual).
+    """
+    scale = torch.ones(spec.numel)
+    offset = torch.zeros(spec.numel)
+    if init == "default":
+        return scale, offset
+    for info in spec.tensors:
+        block = slice(info.offset, info.stop)
+        if init == "mip":
+            scale[block] = math.sqrt(2.0 * width / info.numel)
+        else:
+            scale[block] = math.sqrt(intended_variance(info, init))
+        if info.role == "norm_weight" and not residual:
+            offset[block] = 1.0
+    return scale, offset
+
+
+def init_shared_head(layer: nn.Module, init: str) -> None:
+    """N(0, 1/width) weights and zero bias for a head whose output `element_scales` rescales."""
+    if init == "default" or not isinstance(layer, nn.Linear):
+        return
+    nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.weight.shape[1]))
+    nn.init.zeros_(layer.bias)

@@ -7,7 +7,7 @@ back, and records per tensor what initialisation needs: fan-in, fan-out and a ro
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -121,7 +121,7 @@ class ParamSpec:
     def __len__(self) -> int:
         return len(self.tensors)
 
-    def __iter__(self) -> Iterable[TensorInfo]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors)
 
     def __eq__(self, other: object) -> bool:

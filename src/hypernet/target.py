@@ -68,9 +68,9 @@ class TargetNetwork(nn.Module):
                 "TargetNetwork: engine='batched' cannot handle some generated parameters (their modules are "
                 "not Linear/Conv/Norm/Embedding/GRU/LSTM); use engine='auto' or 'vmap'"
             )
-        self.engine: Literal["batched", "vmap"] = "batched" if engine == "batched" or (
-            engine == "auto" and supported
-        ) else "vmap"
+        self.engine: Literal["batched", "vmap"] = (
+            "batched" if engine == "batched" or (engine == "auto" and supported) else "vmap"
+        )
 
     # -- weights ---------------------------------------------------------------------------------
     def initial_weights(self) -> Tensor:
@@ -125,12 +125,8 @@ class TargetNetwork(nn.Module):
                 return functional_call(self.module, params, (x, *args), kwargs)
         return self._vmap_forward(x, params, args, kwargs)
 
-    def _vmap_forward(
-        self, x: Tensor, params: dict[str, Tensor], args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> Any:
-        if self.module.training and any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules()
-        ):
+    def _vmap_forward(self, x: Tensor, params: dict[str, Tensor], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        if self.module.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules()):
             raise ValueError(
                 "per-sample weights: a BatchNorm in training mode needs the 'batched' engine, which does not "
                 "support some generated parameters of this module; call .eval() or generate fewer tensors"

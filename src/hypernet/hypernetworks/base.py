@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hypernet.conditioning import InputEncoding
@@ -60,6 +61,25 @@ class HyperNetwork(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters of the hypernetwork (theta0 included)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def output_layers(self) -> list[nn.Module]:
+        """The layers that emit generated numbers (`head` or `heads`)."""
+        head = getattr(self, "head", None)
+        return [head] if isinstance(head, nn.Module) else list(getattr(self, "heads", []))
+
+    @torch.no_grad()
+    def zero_delta_(self) -> HyperNetwork:
+        """Zero the output layers, so a residual hypernetwork starts exactly at `theta0`."""
+        if self.theta0 is None:
+            raise ValueError("zero_delta_: only a residual hypernetwork (MIP, or residual=True) has a theta0 to keep")
+        for layer in self.output_layers():
+            for p in layer.parameters():
+                p.zero_()
+        for name in ("out_offset",):
+            buf = getattr(self, name, None)
+            if isinstance(buf, Tensor):
+                buf.zero_()
+        return self
 
     def delta(self, h: Tensor) -> Tensor:
         """`h: [..., features] -> [..., P]`; implemented by each design."""

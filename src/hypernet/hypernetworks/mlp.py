@@ -24,6 +24,7 @@ class MLPHyperNetwork(HyperNetwork):
         init: `"default"`, `"hyperfan_in"`, `"hyperfan_out"`, `"mip"`; `None` picks per parametrization.
         weight_var, bias_var: NTK-parametrization variances (ignored otherwise).
         theta0: MIP's starting weights `[P]` (e.g. `target.initial_weights()`).
+        residual: output `theta0 + delta` (default: only for MIP).
     """
 
     def __init__(
@@ -37,10 +38,11 @@ class MLPHyperNetwork(HyperNetwork):
         *,
         encoding: str | None = "cos|sin",
         theta0: Tensor | None = None,
+        residual: bool | None = None,
         weight_var: float = 2.0,
         bias_var: float = 0.0,
     ) -> None:
-        super().__init__(in_features, spec, parametrization, init, encoding, theta0)
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual)
         self.hidden = tuple(int(h) for h in hidden)
         self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, weight_var, bias_var)
         width = self.hidden[-1] if self.hidden else self.features
