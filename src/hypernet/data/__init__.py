@@ -1,0 +1,22 @@
+"""Datasets: scikit-learn's digits (offline default), MNIST from IDX files with download-and-verify,
+task splits (split and permuted), and deterministic train/test splits."""
+
+from hypernet.data.digits import load_digits
+from hypernet.data.download import Checksum, DownloadError, download
+from hypernet.data.mnist import IDXError, load_mnist, read_idx
+from hypernet.data.splits import Dataset, TaskSet, permuted_tasks, split_tasks, train_test_split
+
+__all__ = [
+    "Checksum",
+    "Dataset",
+    "DownloadError",
+    "IDXError",
+    "TaskSet",
+    "download",
+    "load_digits",
+    "load_mnist",
+    "permuted_tasks",
+    "read_idx",
+    "split_tasks",
+    "train_test_split",
+]

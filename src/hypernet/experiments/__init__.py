@@ -1,0 +1,8 @@
+"""Named experiments: each a typed config (dataclass) plus a run function, in one registry."""
+
+from hypernet.experiments.registry import EXPERIMENTS, Experiment, RunContext, get, register
+
+# Importing the modules registers them.
+from hypernet.experiments import split_digits  # noqa: E402, F401  # isort: skip
+
+__all__ = ["EXPERIMENTS", "Experiment", "RunContext", "get", "register"]

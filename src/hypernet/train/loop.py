@@ -1,0 +1,164 @@
+"""The training loop: optimizer and schedule from a config, progress on a terminal (plain lines
+otherwise), metrics to `metrics.jsonl`, atomic checkpoints every N steps and at the end, exact resume,
+and a clear stop on a NaN/Inf loss (the last good checkpoint is kept)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from hypernet.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from hypernet.train.metrics import MetricsLog
+
+StepFn = Callable[[int, torch.Generator], tuple[Tensor, dict[str, float]]]
+EvalFn = Callable[[], dict[str, float]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train: `optimizer` in adam|adamw|sgd, `schedule` in constant|cosine|step."""
+
+    steps: int = 500
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: int = 0
+    grad_clip: float = 0.0
+    checkpoint_every: int = 100
+    log_every: int = 25
+    eval_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer: expected adam, adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"schedule: expected constant, cosine or step, got {self.schedule!r}")
+        if self.steps < 0 or self.lr <= 0:
+            raise ValueError(f"steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at `step` (a pure function of the step, so resuming needs no scheduler state)."""
+        if self.warmup and step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "cosine":
+            t = (step - self.warmup) / max(1, self.steps - self.warmup)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if self.schedule == "step":
+            return self.lr * (0.1 ** int(3 * step / max(1, self.steps)))
+        return self.lr
+
+
+class _Progress:
+    """A rich progress bar on a terminal, plain lines every `log_every` steps otherwise."""
+
+    def __init__(self, name: str, total: int, start: int, log_every: int, enabled: bool) -> None:
+        self.name, self.total, self.log_every = name, total, log_every
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(), transient=False,
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task(name, total=total, completed=start, info="")
+        self.enabled = enabled
+
+    def update(self, step: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif self.enabled and (step % self.log_every == 0 or step == self.total):
+            print(f"[{self.name}] step {step}/{self.total} {info}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(
+    name: str,
+    model: nn.Module,
+    params: Iterable[nn.Parameter],
+    step_fn: StepFn,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    eval_fn: EvalFn | None = None,
+    generator: torch.Generator | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> None:
+    """Train phase `name` of a run for `config.steps` steps.
+
+    `step_fn(step, generator) -> (loss, metrics)` computes one batch's loss (the generator draws
+    the batch, so resuming restores the data order too). Checkpoints go to `run_dir/checkpoints`,
+    records `{"phase": name, "step": s, ...}` to `run_dir/metrics.jsonl`. With `resume`, a phase
+    with checkpoints continues from the newest readable one (and is skipped if complete).
+    """
+    generator = generator if generator is not None else torch.Generator()
+    optimizer = config.make_optimizer(params)
+    ckpt_dir = run_dir / "checkpoints"
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    start = 0
+    if resume:
+        for path in reversed(list_checkpoints(ckpt_dir, name)):
+            try:
+                start = int(load_checkpoint(path, model, optimizer, generator)["step"])
+                break
+            except CheckpointError as exc:
+                print(f"warning: {exc}; trying an older checkpoint", file=sys.stderr)
+        log.rewind(name, start)
+    if start >= config.steps:
+        return
+    last_good: Path | None = None
+    bar = _Progress(name, config.steps, start, config.log_every, progress)
+    model.train()
+    try:
+        for step in range(start, config.steps):
+            lr = config.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, metrics = step_fn(step, generator)
+            if not torch.isfinite(loss.detach()):
+                where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
+                raise TrainingDiverged(f"{name}: loss became {float(loss)} at step {step + 1}; {where}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+            optimizer.step()
+            done = step + 1
+            record = {"phase": name, "step": done, "loss": float(loss.detach()), "lr": lr, **metrics}
+            evaluate = eval_fn is not None and (done % config.eval_every == 0 or done == config.steps)
+            if evaluate and eval_fn is not None:
+                model.eval()
+                with torch.no_grad():
+                    record.update(eval_fn())
+                model.train()
+            if evaluate or done % config.log_every == 0 or done == config.steps:
+                log.append(record)
+            bar.update(done, f"loss {record['loss']:.4f}")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                last_good = save_checkpoint(ckpt_dir, name, done, model, optimizer, generator)
+    finally:
+        bar.close()
+        model.eval()
