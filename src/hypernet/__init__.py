@@ -1,5 +1,6 @@
 """hypernet: hypernetworks for PyTorch, from any `nn.Module` target to infinite-width kernels."""
 
+from hypernet import kernels
 from hypernet.conditioning import DataEncoder, InputEncoding, NoiseConditioner, TaskEmbedding
 from hypernet.convert import hypernetize
 from hypernet.hypernetworks import (
@@ -32,4 +33,5 @@ __all__ = [
     "TaskEmbedding",
     "TensorInfo",
     "hypernetize",
+    "kernels",
 ]

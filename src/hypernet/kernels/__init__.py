@@ -1,0 +1,27 @@
+"""Infinite-width kernels: analytic NNGP/NTK of MLPs, the hypernetwork GP kernel and hyperkernel,
+empirical NTKs of any model, and kernel predictions (GP posterior, infinite-width gradient descent)."""
+
+from hypernet.kernels.activations import ActivationRule, get_rule, quadrature_rule
+from hypernet.kernels.analytic import Kernel, MLPDescription, mlp_kernel, mlp_nngp, mlp_ntk, nngp_diagonal
+from hypernet.kernels.empirical import empirical_ntk, functional
+from hypernet.kernels.hyper import hyper_kernel, hyper_nngp, hyper_ntk
+from hypernet.kernels.predict import Prediction, kernel_predict
+
+__all__ = [
+    "ActivationRule",
+    "Kernel",
+    "MLPDescription",
+    "Prediction",
+    "empirical_ntk",
+    "functional",
+    "get_rule",
+    "hyper_kernel",
+    "hyper_nngp",
+    "hyper_ntk",
+    "kernel_predict",
+    "mlp_kernel",
+    "mlp_nngp",
+    "mlp_ntk",
+    "nngp_diagonal",
+    "quadrature_rule",
+]

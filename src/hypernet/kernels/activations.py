@@ -1,0 +1,104 @@
+"""Activation rules for infinite-width kernels: for a centred Gaussian pair `(u, u')` with
+covariance `[[k11, k12], [k12, k22]]`, the expectations `E[φ(u)φ(u')]` and `E[φ'(u)φ'(u')]`.
+
+Like neural-tangents' `stax` layers, each activation keeps its forward function and its kernel rule
+side by side. ReLU and erf are closed forms; any other activation is integrated by Gauss-Hermite
+quadrature (`n` points per dimension, exact for polynomials of degree < 2n).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Rounding can push k12 / sqrt(k11 k22) a few ulps past ±1, where arccos is undefined: clamp.
+# (Clamping strictly inside would bias the diagonal: arccos(1 - e) ≈ sqrt(2e).)
+
+
+@dataclass(frozen=True)
+class ActivationRule:
+    """`fn` (the forward) and `kernel(k11, k22, k12) -> (E, E_dot, E_diag1, E_diag2)`."""
+
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    kernel: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
+
+
+def _relu_kernel(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # Arc-cosine kernel of degree 1 (Cho & Saul 2009) and its derivative kernel.
+    norm = torch.sqrt(k11[:, None] * k22[None, :])
+    cos_t = (k12 / norm.clamp_min(1e-300)).clamp(-1.0, 1.0)
+    t = torch.arccos(cos_t)
+    e = norm / (2 * math.pi) * (torch.sin(t) + (math.pi - t) * cos_t)
+    e_dot = (math.pi - t) / (2 * math.pi)
+    return e, e_dot, k11 / 2, k22 / 2
+
+
+def _erf_kernel(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    a, b = 1 + 2 * k11[:, None], 1 + 2 * k22[None, :]
+    e = (2 / math.pi) * torch.arcsin((2 * k12 / torch.sqrt(a * b)).clamp(-1, 1))
+    e_dot = (4 / math.pi) / torch.sqrt(a * b - 4 * k12**2)
+    diag1 = (2 / math.pi) * torch.arcsin(2 * k11 / (1 + 2 * k11))
+    diag2 = (2 / math.pi) * torch.arcsin(2 * k22 / (1 + 2 * k22))
+    return e, e_dot, diag1, diag2
+
+
+def quadrature_rule(name: str, fn: Callable[[Tensor], Tensor], points: int = 32) -> ActivationRule:
+    """A kernel rule for any elementwise `fn`, by Gauss-Hermite quadrature; `fn'` by autograd."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(points)  # probabilists': weight exp(-x^2/2)
+    z_np, w_np = nodes, weights / math.sqrt(2 * math.pi)
+
+    def derivative(x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(x).sum(), x)
+        return g
+
+    def kernel(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        z = torch.as_tensor(z_np, dtype=k12.dtype, device=k12.device)
+        w = torch.as_tensor(w_np, dtype=k12.dtype, device=k12.device)
+        s1, s2 = torch.sqrt(k11)[:, None], torch.sqrt(k22)[None, :]
+        c = (k12 / (s1 * s2).clamp_min(1e-300)).clamp(-1, 1)
+        s = torch.sqrt((1 - c**2).clamp_min(0))
+        # u = s1 z_a, u' = s2 (c z_a + s z_b); sum over the grid, one z_a at a time to bound memory
+        e = torch.zeros_like(k12)
+        e_dot = torch.zeros_like(k12)
+        for a in range(points):
+            u = s1 * z[a]
+            phi_u, dphi_u = fn(u), derivative(u)
+            v = s2[..., None] * (c[..., None] * z[a] + s[..., None] * z)  # [N1, N2, points]
+            e += w[a] * phi_u * (fn(v) * w).sum(-1)
+            e_dot += w[a] * dphi_u * (derivative(v) * w).sum(-1)
+        diag1 = (fn(torch.sqrt(k11)[:, None] * z).pow(2) * w).sum(-1)
+        diag2 = (fn(torch.sqrt(k22)[:, None] * z).pow(2) * w).sum(-1)
+        return e, e_dot, diag1, diag2
+
+    return ActivationRule(name, fn, kernel)
+
+
+_QUADRATURE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+    "sigmoid": torch.sigmoid,
+    "identity": lambda x: x,
+}
+
+
+def get_rule(activation: str | ActivationRule) -> ActivationRule:
+    """The kernel rule of `activation` (a name or a ready `ActivationRule`)."""
+    if isinstance(activation, ActivationRule):
+        return activation
+    if activation == "relu":
+        return ActivationRule("relu", torch.relu, _relu_kernel)
+    if activation == "erf":
+        return ActivationRule("erf", torch.erf, _erf_kernel)
+    if activation in _QUADRATURE_FNS:
+        return quadrature_rule(activation, _QUADRATURE_FNS[activation])
+    known = ["relu", "erf", *sorted(_QUADRATURE_FNS)]
+    raise ValueError(f"activation: unknown {activation!r}; choose one of {known} or pass an ActivationRule")

@@ -1,0 +1,213 @@
+"""Analytic NNGP and NTK of an MLP in NTK parametrization, and the `MLPDescription` that gives both
+the finite module and its kernels.
+
+Convention (neural-tangents' `stax.Dense(W_std=sqrt(weight_var), b_std=sqrt(bias_var))`): every dense
+layer computes `sqrt(weight_var / fan_in) · W h + sqrt(bias_var) · b` with `W, b ~ N(0, 1)`; `depth`
+hidden layers, then a linear readout. The recursion optionally carries a factor `rho` (the
+hypernetwork's output covariance `Σ_f`, see `hypernet.kernels.hyper`); `rho ≡ 1` is the plain MLP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hypernet.kernels.activations import ActivationRule, get_rule
+from hypernet.layers import NTKLinear
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An immutable kernel record: `nngp`, `ntk: [N1, N2]`, and the NNGP diagonals `diag1: [N1]`, `diag2: [N2]`."""
+
+    nngp: Tensor
+    ntk: Tensor
+    diag1: Tensor
+    diag2: Tensor
+
+
+@dataclass(frozen=True)
+class Rho:
+    """The `Σ_f` factors multiplying each layer's covariance: `cross: [N1, N2]`, diagonals `d1`, `d2`."""
+
+    cross: Tensor
+    d1: Tensor
+    d2: Tensor
+
+
+def mlp_recursion(
+    x1: Tensor,
+    x2: Tensor,
+    depth: int,
+    weight_var: float,
+    bias_var: float,
+    activation: str | ActivationRule,
+    rho: Rho | None = None,
+    released: bool = False,
+) -> Kernel:
+    """NNGP `K^{L+1}` and the backward product `T^{L+1}` of `depth` hidden layers plus readout.
+
+    With `rho`, every layer's covariance is multiplied by `Σ_f` (SOURCES.md §1). `released=True`
+    follows the official hyperkernel code instead: the correlation `ρ/sqrt(ρ₁ρ₂)` in the forward
+    layers and no `Σ_f` factor in the readout nor in the backward products.
+    """
+    rule = get_rule(activation)
+    d = x1.shape[1]
+    if rho is not None and released:
+        corr = rho.cross / torch.sqrt(rho.d1[:, None] * rho.d2[None, :])
+        one1, one2 = torch.ones_like(rho.d1), torch.ones_like(rho.d2)
+        rho = Rho(corr, one1, one2)
+    lin = weight_var * (x1 @ x2.T) / d + bias_var
+    lin1 = weight_var * (x1 * x1).sum(1) / d + bias_var
+    lin2 = weight_var * (x2 * x2).sum(1) / d + bias_var
+    k, k1, k2 = (lin, lin1, lin2) if rho is None else (rho.cross * lin, rho.d1 * lin1, rho.d2 * lin2)
+    t = lin
+    for layer in range(depth):
+        e, e_dot, e1, e2 = rule.kernel(k1, k2, k)
+        last = layer == depth - 1
+        base, base1, base2 = weight_var * e + bias_var, weight_var * e1 + bias_var, weight_var * e2 + bias_var
+        if rho is None or (released and last):
+            k, k1, k2 = base, base1, base2
+        else:
+            k, k1, k2 = rho.cross * base, rho.d1 * base1, rho.d2 * base2
+        backward = weight_var * e_dot * t
+        t = base + (backward if rho is None or released else rho.cross * backward)
+    return Kernel(nngp=k, ntk=t, diag1=k1, diag2=k2)
+
+
+def _blocked(fn: Callable[[Tensor, slice], Tensor], n1: int, n2: int, block: int, like: Tensor) -> Tensor:
+    """Fill `[n1, n2]` block by block of rows, so N = 10,000 fits in memory."""
+    out = torch.empty(n1, n2, dtype=like.dtype, device=like.device)
+    for start in range(0, n1, block):
+        rows = slice(start, min(n1, start + block))
+        out[rows] = fn(like, rows)
+    return out
+
+
+def _prepare(x1: Tensor, x2: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    if not isinstance(x1, Tensor) or x1.ndim != 2:
+        raise ValueError(f"x1: expected a Tensor [N1, d], got {getattr(x1, 'shape', type(x1).__name__)}")
+    x2 = x1 if x2 is None else x2
+    if not isinstance(x2, Tensor) or x2.ndim != 2 or x2.shape[1] != x1.shape[1]:
+        raise ValueError(f"x2: expected [N2, {x1.shape[1]}], got {list(getattr(x2, 'shape', []))}")
+    return x1.to(dtype), x2.to(dtype=dtype, device=x1.device)
+
+
+def _check_depth(name: str, depth: int) -> None:
+    if depth < 0:
+        raise ValueError(f"{name}: must be >= 0, got {depth}")
+
+
+def mlp_kernel(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    depth: int = 1,
+    weight_var: float = 2.0,
+    bias_var: float = 0.0,
+    activation: str | ActivationRule = "relu",
+    *,
+    dtype: torch.dtype = torch.float64,
+    block: int = 2048,
+) -> Kernel:
+    """Both kernels of the MLP in one pass (shared work): `x1: [N1, d]`, `x2: [N2, d]` (default `x1`)."""
+    _check_depth("depth", depth)
+    a, b = _prepare(x1, x2, dtype)
+    nngp = torch.empty(a.shape[0], b.shape[0], dtype=dtype, device=a.device)
+    ntk = torch.empty_like(nngp)
+    for start in range(0, a.shape[0], block):
+        r = slice(start, min(a.shape[0], start + block))
+        kern = mlp_recursion(a[r], b, depth, weight_var, bias_var, activation)
+        nngp[r], ntk[r] = kern.nngp, kern.ntk
+    d1 = nngp_diagonal(a, depth, weight_var, bias_var, activation)
+    d2 = nngp_diagonal(b, depth, weight_var, bias_var, activation)
+    return Kernel(nngp, ntk, d1, d2)
+
+
+def nngp_diagonal(
+    x: Tensor, depth: int, weight_var: float = 2.0, bias_var: float = 0.0, activation: str | ActivationRule = "relu"
+) -> Tensor:
+    """`K(x_i, x_i)`: `[N]`, in O(N) (the diagonal recursion needs no cross terms)."""
+    rule = get_rule(activation)
+    k = weight_var * (x * x).sum(1) / x.shape[1] + bias_var
+    for _ in range(depth):
+        # the diagonal expectation depends on k11 alone; any cross covariance will do
+        _, _, e1, _ = rule.kernel(k, k[:1], torch.zeros(k.shape[0], 1, dtype=k.dtype, device=k.device))
+        k = weight_var * e1 + bias_var
+    return k
+
+
+def mlp_nngp(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    depth: int = 1,
+    weight_var: float = 2.0,
+    bias_var: float = 0.0,
+    activation: str | ActivationRule = "relu",
+    *,
+    dtype: torch.dtype = torch.float64,
+    block: int = 2048,
+) -> Tensor:
+    """NNGP kernel `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
+    _check_depth("depth", depth)
+    a, b = _prepare(x1, x2, dtype)
+    return _blocked(lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).nngp,
+                    a.shape[0], b.shape[0], block, a)  # fmt: skip
+
+
+def mlp_ntk(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    depth: int = 1,
+    weight_var: float = 2.0,
+    bias_var: float = 0.0,
+    activation: str | ActivationRule = "relu",
+    *,
+    dtype: torch.dtype = torch.float64,
+    block: int = 2048,
+) -> Tensor:
+    """NTK `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
+    _check_depth("depth", depth)
+    a, b = _prepare(x1, x2, dtype)
+    return _blocked(lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).ntk,
+                    a.shape[0], b.shape[0], block, a)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MLPDescription:
+    """One description of an NTK-parametrized MLP that yields the finite module and its kernels."""
+
+    in_features: int
+    width: int
+    depth: int
+    out_features: int = 1
+    weight_var: float = 2.0
+    bias_var: float = 0.0
+    activation: str = "relu"
+
+    def module(self) -> nn.Sequential:
+        """The finite network: `NTKLinear` layers with the same variances (weights N(0, 1))."""
+        acts = {"relu": nn.ReLU, "erf": _Erf, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+                "sigmoid": nn.Sigmoid, "identity": nn.Identity}  # fmt: skip
+        if self.activation not in acts:
+            raise ValueError(f"activation: unknown {self.activation!r}; choose one of {sorted(acts)}")
+        layers: list[nn.Module] = []
+        width = self.in_features
+        for _ in range(self.depth):
+            layers += [NTKLinear(width, self.width, self.weight_var, self.bias_var), acts[self.activation]()]
+            width = self.width
+        layers.append(NTKLinear(width, self.out_features, self.weight_var, self.bias_var))
+        return nn.Sequential(*layers)
+
+    def nngp(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
+        return mlp_nngp(x1, x2, self.depth, self.weight_var, self.bias_var, self.activation)
+
+    def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
+        return mlp_ntk(x1, x2, self.depth, self.weight_var, self.bias_var, self.activation)
+
+
+class _Erf(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.erf(x)

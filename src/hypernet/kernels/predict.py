@@ -1,0 +1,71 @@
+"""Predictions from kernels: the GP posterior, and the mean output of an infinitely wide network
+trained by gradient descent on the squared loss, at any time `t` (and `t = ∞`).
+
+Gradient flow convention: loss `½ Σ_i ‖f(x_i) − y_i‖²`, `df/dt = −lr · Θ (f − y)`, starting from a
+zero-mean prior. Then `f_t(x*) = Θ* Θ⁻¹ (I − e^{−lr Θ t}) y`; at `t = ∞` this is `Θ* Θ⁻¹ y`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """`mean: [M, O]`, and `variance: [M]` (diagonal) or `[M, M]` when a test-test kernel was given."""
+
+    mean: Tensor
+    variance: Tensor | None = None
+
+
+def kernel_predict(
+    k_train: Tensor,
+    y_train: Tensor,
+    k_test_train: Tensor,
+    k_test: Tensor | None = None,
+    *,
+    t: float | None = None,
+    lr: float = 1.0,
+    diag_reg: float = 0.0,
+) -> Prediction:
+    """Predict at test points from `k_train: [N, N]`, `y_train: [N, O]` (or `[N]`), `k_test_train: [M, N]`.
+
+    `t=None`: the GP posterior mean (and variance, from `k_test` `[M, M]` or its diagonal `[M]`),
+    which is also the `t = ∞` limit of gradient descent. A finite `t`: the gradient-descent mean
+    at time `t`. `diag_reg` adds `diag_reg · mean(diag(k_train))` to the diagonal.
+    """
+    n = k_train.shape[0]
+    if k_train.shape != (n, n):
+        raise ValueError(f"k_train: expected a square [N, N], got {list(k_train.shape)}")
+    squeeze = y_train.ndim == 1
+    y = y_train[:, None] if squeeze else y_train
+    if y.shape[0] != n:
+        raise ValueError(f"y_train: expected {n} rows (k_train is {n}x{n}), got {list(y_train.shape)}")
+    if k_test_train.ndim != 2 or k_test_train.shape[1] != n:
+        raise ValueError(f"k_test_train: expected [M, {n}], got {list(k_test_train.shape)}")
+    y = y.to(k_train.dtype)
+    k = k_train + diag_reg * torch.diagonal(k_train).mean() * torch.eye(n, dtype=k_train.dtype, device=k_train.device)
+    if t is None or math.isinf(t):
+        chol, info = torch.linalg.cholesky_ex(k)
+        if int(info) == 0:
+            alpha = torch.cholesky_solve(y, chol)
+            solve = lambda b: torch.cholesky_solve(b, chol)  # noqa: E731
+        else:  # not numerically positive definite: fall back to a least-squares solve
+            alpha = torch.linalg.lstsq(k, y).solution
+            solve = lambda b: torch.linalg.lstsq(k, b).solution  # noqa: E731
+        mean = k_test_train @ alpha
+        variance = None
+        if k_test is not None:
+            reduced = k_test_train @ solve(k_test_train.T)
+            variance = k_test - reduced if k_test.ndim == 2 else k_test - torch.diagonal(reduced)
+        return Prediction(mean[:, 0] if squeeze else mean, variance)
+    evals, evecs = torch.linalg.eigh(k)
+    # Θ⁻¹ (I − e^{−lr Θ t}) on the eigenbasis; -expm1(-x)/λ stays accurate as λ → 0 (→ lr t).
+    safe = torch.where(evals.abs() > 1e-300, evals, torch.ones_like(evals))
+    factor = torch.where(evals.abs() > 1e-300, -torch.expm1(-lr * t * evals) / safe, lr * t * torch.ones_like(evals))
+    mean = k_test_train @ (evecs @ (factor[:, None] * (evecs.T @ y)))
+    return Prediction(mean[:, 0] if squeeze else mean, None)
