@@ -4,11 +4,13 @@ empirical NTKs of any model, and kernel predictions (GP posterior, infinite-widt
 from hypernet.kernels.activations import ActivationRule, get_rule, quadrature_rule
 from hypernet.kernels.analytic import Kernel, MLPDescription, mlp_kernel, mlp_nngp, mlp_ntk, nngp_diagonal
 from hypernet.kernels.empirical import empirical_ntk, functional
+from hypernet.kernels.finite import HyperDescription
 from hypernet.kernels.hyper import hyper_kernel, hyper_nngp, hyper_ntk
 from hypernet.kernels.predict import Prediction, kernel_predict
 
 __all__ = [
     "ActivationRule",
+    "HyperDescription",
     "Kernel",
     "MLPDescription",
     "Prediction",

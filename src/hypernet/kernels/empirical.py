@@ -87,6 +87,8 @@ def _ntvp_ntk(fn: ModelFn, params: dict[str, Tensor], x1: Inputs, x2: Inputs, ou
         (tangent,) = vjp_fn(cotangent)
         return jvp(lambda p: fn(p, x1), (params,), (tangent,))[1]
 
+    if chunk is None:  # bound the batched tangents (chunk x P numbers) to about 2.5e7
+        chunk = max(1, int(2.5e7 // max(1, sum(p.numel() for p in params.values()))))
     basis = torch.eye(n2 * o, dtype=out2.dtype, device=out2.device).view(n2 * o, n2, o)
     cols = vmap(column, chunk_size=chunk)(basis)  # [N2*O, N1, O]
     full = cols.view(n2, o, -1, o).permute(2, 0, 3, 1)  # [N1, N2, O(x1), O(x2)]
@@ -106,7 +108,8 @@ def empirical_ntk(
 
     `method`: `"jacobian"` (contract per-sample Jacobians), `"ntvp"` (NTK-vector products, never
     materialising the Jacobians), or `"auto"`: Jacobians while they fit comfortably (their size,
-    `(N1 + N2)·O·P` numbers, under 5·10⁷), NTK-vector products beyond.
+    `(N1 + N2)·O·P` numbers, under 5·10⁷), NTK-vector products beyond. `chunk` bounds how many
+    NTK-vector products run at once (default: about 2.5·10⁷ / P).
     """
     if method not in ("auto", "jacobian", "ntvp"):
         raise ValueError(f"method: expected 'auto', 'jacobian' or 'ntvp', got {method!r}")
