@@ -76,8 +76,11 @@ def _theirs(case: str, n: int) -> tuple[float, np.ndarray] | None:
     if case == "empirical_ntk":
         init_fn, apply_fn, _ = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(512), stax.Relu(), stax.Dense(10))
         _, params = init_fn(jax.random.PRNGKey(0), (1, D))
-        ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0,
-                                             implementation=nt.NtkImplementation.NTK_VECTOR_PRODUCTS))  # fmt: skip
+        ntk_fn = jax.jit(
+            nt.empirical_ntk_fn(
+                apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=nt.NtkImplementation.NTK_VECTOR_PRODUCTS
+            )
+        )
         x32 = x.astype(np.float32)
         ntk_fn(x32[:2], None, params)  # compile outside the timing
         start = time.perf_counter()
@@ -113,11 +116,16 @@ def main() -> None:
         case, n, impl = args.child
         print(json.dumps(_one(case, int(n), impl)))
         return
-    cases = [("mlp_ntk", int(n)) for n in args.sizes.split(",")] + [("hyper_ntk", int(n)) for n in args.sizes.split(",")]
+    cases = [("mlp_ntk", int(n)) for n in args.sizes.split(",")] + [
+        ("hyper_ntk", int(n)) for n in args.sizes.split(",")
+    ]
     cases.append(("empirical_ntk", 256))
     rows = []
     print(f"threads {torch.get_num_threads()}; d = {D}, depth {DEPTH}, weight_var {WV}, bias_var {BV}")
-    print(f"{'kernel':<14} {'N':>5} {'ours s':>8} {'peak MB':>8} {'NT s':>8} {'NT peak MB':>11} {'NT/ours':>8} {'max |diff|':>11}")
+    print(
+        f"{'kernel':<14} {'N':>5} {'ours s':>8} {'peak MB':>8} {'NT s':>8} {'NT peak MB':>11} {'NT/ours':>8} "
+        f"{'max |diff|':>11}"
+    )
     for case, n in cases:
         ours = _run_child(case, n, "ours")
         theirs = _run_child(case, n, "nt")
@@ -133,8 +141,10 @@ def main() -> None:
                 row["max_abs_diff"] = float(np.abs(a - b).max())
                 diff = f"{row['max_abs_diff']:.2e}"
         rows.append(row)
-        print(f"{case:<14} {n:>5} {ours['seconds']:>8.3f} {ours['peak_rss_bytes'] / 2**20:>8.0f} {nt_s:>8} {nt_mb:>11} "
-              f"{ratio:>8} {diff:>11}")  # fmt: skip
+        print(
+            f"{case:<14} {n:>5} {ours['seconds']:>8.3f} {ours['peak_rss_bytes'] / 2**20:>8.0f} {nt_s:>8} {nt_mb:>11} "
+            f"{ratio:>8} {diff:>11}"
+        )
     for f in Path("/tmp").glob("hypernet-bench-*.npy"):
         f.unlink()
     if args.json:

@@ -17,8 +17,9 @@ CHANCE = 0.5  # binary tasks
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "hypernet", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "hypernet", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
@@ -69,8 +70,12 @@ def test_killed_run_resumes_to_identical_summary(tmp_path: Path) -> None:
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hypernet", *args, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypernet", *args, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not list((out / "checkpoints").glob("hyper-mip-*.json")) and time.time() < deadline:
         time.sleep(0.05)

@@ -102,12 +102,15 @@ def test_download_verifies_and_never_caches_bad_files(server: str, tmp_path: Pat
     assert download(f"{server}/good.bin", dest, good, timeout=5) == dest
 
 
-def test_mnist_download_path_through_local_server(server: str, tmp_path: Path, shared_dir: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_mnist_download_path_through_local_server(
+    server: str, tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = shared_dir / "datasets" / "mnist-test"
     _Handler.lie_about_length = set()
-    _Handler.files = {"/t10k-images-idx3-ubyte.gz": (src / "t10k-images-idx3-ubyte.gz").read_bytes(),
-                      "/t10k-labels-idx1-ubyte.gz": b"corrupted"}  # fmt: skip
+    _Handler.files = {
+        "/t10k-images-idx3-ubyte.gz": (src / "t10k-images-idx3-ubyte.gz").read_bytes(),
+        "/t10k-labels-idx1-ubyte.gz": b"corrupted",
+    }
     import hypernet.data.mnist as mnist
 
     monkeypatch.setattr(mnist, "MIRRORS", (server + "/",))

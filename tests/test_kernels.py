@@ -55,8 +55,9 @@ def _mc_mlp(desc: MLPDescription, x: torch.Tensor, seeds: int) -> tuple[np.ndarr
 )
 def test_mlp_kernels_against_monte_carlo(activation: str, depth: int, width: int, bias: float) -> None:
     x = _points(3, 4)
-    desc = MLPDescription(4, width, depth, weight_var=2.0 if activation == "relu" else 1.5, bias_var=bias,
-                          activation=activation)  # fmt: skip
+    desc = MLPDescription(
+        4, width, depth, weight_var=2.0 if activation == "relu" else 1.5, bias_var=bias, activation=activation
+    )
     nngp_s, ntk_s = _mc_mlp(desc, x, seeds=300 if depth == 1 else 150)
     for samples, analytic in [(nngp_s, desc.nngp(x).numpy()), (ntk_s, desc.ntk(x).numpy())]:
         mean = samples.mean(0)
@@ -172,8 +173,9 @@ def test_empirical_ntk_methods_agree_with_autograd_loop() -> None:
                     ref[i, j, a, b] = sum((u * v).sum() for u, v in zip(gi, gj))
     torch.testing.assert_close(jac, ref, atol=1e-10, rtol=0)
     torch.testing.assert_close(empirical_ntk(fn, params, x1, x2, output="trace"), ref.diagonal(0, 2, 3).sum(-1))
-    torch.testing.assert_close(empirical_ntk(fn, params, x1, x2, output="diagonal", method="ntvp"),
-                               ref.diagonal(0, 2, 3), atol=1e-10, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        empirical_ntk(fn, params, x1, x2, output="diagonal", method="ntvp"), ref.diagonal(0, 2, 3), atol=1e-10, rtol=0
+    )
 
 
 def test_empirical_ntk_of_hypermodel_wrt_hypernetwork() -> None:
@@ -241,3 +243,41 @@ def test_bad_kernel_inputs() -> None:
         K.hyper_ntk(x, _points(3, 2))
     with pytest.raises(ValueError, match=r"y_train: expected 4 rows"):
         kernel_predict(K.mlp_ntk(x), torch.zeros(3), K.mlp_ntk(x))
+
+
+@pytest.mark.parametrize("output", ["full", "trace", "diagonal"])
+def test_structured_ntk_equals_jacobian(output: str) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    fn, params = functional(net)
+    x1, x2 = _points(7, 5), _points(4, 5, seed=3)
+    for a, b in [(x1, x2), (x1, None)]:
+        s = empirical_ntk(fn, params, a, b, method="structured", output=output)
+        j = empirical_ntk(fn, params, a, b, method="jacobian", output=output)
+        torch.testing.assert_close(s, j, atol=1e-10, rtol=0)
+    # the NTK-parametrized finite hypernetwork (NTKLinear layers), kernel w.r.t. f's parameters
+    desc = hn.kernels.HyperDescription(3, 2, 32, 8, bias_var=0.1)
+    model = desc.module().double()
+    fn, params = functional(model)
+    x, z = _points(5, 3), _points(5, 2, seed=4)
+    s = empirical_ntk(fn, params, (x, z), method="structured", output=output)
+    j = empirical_ntk(fn, params, (x, z), method="jacobian", output=output)
+    torch.testing.assert_close(s, j, atol=1e-10, rtol=0)
+
+
+def test_structured_falls_back_or_refuses_where_it_does_not_apply() -> None:
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4, 1)).double()
+    fn, params = functional(conv)
+    x = torch.randn(3, 1, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        empirical_ntk(fn, params, x, method="structured")
+    auto = empirical_ntk(fn, params, x, output="trace")  # auto: falls back to the Jacobian
+    torch.testing.assert_close(auto, empirical_ntk(fn, params, x, method="ntvp", output="trace"), atol=1e-10, rtol=0)
+    shared = nn.Linear(3, 3).double()  # a layer used twice: no per-call structure, falls back
+    twice = nn.Sequential(shared, nn.Tanh(), shared).double()
+    fn, params = functional(twice)
+    x = _points(4, 3)
+    torch.testing.assert_close(
+        empirical_ntk(fn, params, x), empirical_ntk(fn, params, x, method="jacobian"), atol=1e-10, rtol=0
+    )

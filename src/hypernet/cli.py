@@ -73,8 +73,9 @@ def run_experiment(name: str, args: argparse.Namespace) -> int:
     meta.update(seed=args.seed, quick=args.quick, device=str(device), command=command)
     write_json(existing, meta)
     torch.manual_seed(args.seed)
-    ctx = RunContext(out=out, seed=args.seed, device=device, quick=args.quick, resume=args.resume,
-                     progress=not args.no_progress)  # fmt: skip
+    ctx = RunContext(
+        out=out, seed=args.seed, device=device, quick=args.quick, resume=args.resume, progress=not args.no_progress
+    )
     print(f"running {name} into {out}", flush=True)
     summary = exp.run(config, ctx)
     write_json(out / "summary.json", summary)

@@ -49,8 +49,18 @@ class RunContext:
         eval_fn: EvalFn | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        train(name, model, params, step_fn, config, self.out, eval_fn=eval_fn, generator=generator,
-              resume=self.resume, progress=self.progress)  # fmt: skip
+        train(
+            name,
+            model,
+            params,
+            step_fn,
+            config,
+            self.out,
+            eval_fn=eval_fn,
+            generator=generator,
+            resume=self.resume,
+            progress=self.progress,
+        )
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.out / "metrics.jsonl")

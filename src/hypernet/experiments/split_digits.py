@@ -50,12 +50,14 @@ class TaskConditioned(nn.Module):
         self.num_tasks, self.parametrization = num_tasks, parametrization
         target = hn.TargetNetwork(classifier(cfg.hidden))
         if parametrization == "mip":
-            hyper = hn.MLPHyperNetwork(num_tasks, target.spec, hidden=cfg.hyper_hidden, parametrization="mip",
-                                       theta0=target.initial_weights())  # fmt: skip
+            hyper = hn.MLPHyperNetwork(
+                num_tasks, target.spec, hidden=cfg.hyper_hidden, parametrization="mip", theta0=target.initial_weights()
+            )
             self.model = hn.HyperModel(target, hyper)
         else:
-            hyper = hn.MLPHyperNetwork(cfg.embedding_dim, target.spec, hidden=cfg.hyper_hidden,
-                                       parametrization=parametrization)  # fmt: skip
+            hyper = hn.MLPHyperNetwork(
+                cfg.embedding_dim, target.spec, hidden=cfg.hyper_hidden, parametrization=parametrization
+            )
             self.model = hn.HyperModel(target, hyper, hn.TaskEmbedding(num_tasks, cfg.embedding_dim))
 
     def cond(self, tasks: Tensor) -> Tensor:
@@ -118,8 +120,13 @@ def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     for p in cfg.parametrizations:
         models[f"hyper-{p}"] = TaskConditioned(cfg, tasks.num_tasks, p).to(ctx.device)
     models["plain-per-task"] = PerTask(cfg, tasks.num_tasks).to(ctx.device)
-    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, eval_every=cfg.eval_every,
-                            checkpoint_every=cfg.checkpoint_every, log_every=max(1, cfg.eval_every // 4))  # fmt: skip
+    train_cfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=max(1, cfg.eval_every // 4),
+    )
     results: dict[str, Any] = {}
     for k, (name, model) in enumerate(models.items()):
         g = torch.Generator().manual_seed(ctx.seed * 1000 + k)
@@ -164,7 +171,13 @@ def _figures(ctx: RunContext, results: dict[str, Any], tasks: TaskSet) -> None:
         xs = [t + (i - (len(results) - 1) / 2) * width for t in range(tasks.num_tasks)]
         ax.bar(xs, res["per_task_acc"], width, label=f"{name} (mean {res['mean_acc']:.3f})")
     lo = min(min(r["per_task_acc"]) for r in results.values())
-    ax.set(xticks=range(tasks.num_tasks), xticklabels=labels, xlabel="task (digits)", ylabel="test accuracy",
-           ylim=(max(0.0, lo - 0.05), 1.0), title="Per-task accuracy of the generated networks")  # fmt: skip
+    ax.set(
+        xticks=range(tasks.num_tasks),
+        xticklabels=labels,
+        xlabel="task (digits)",
+        ylabel="test accuracy",
+        ylim=(max(0.0, lo - 0.05), 1.0),
+        title="Per-task accuracy of the generated networks",
+    )
     ax.legend(fontsize=8, loc="lower right")
     ctx.save_figure(fig, "per_task_accuracy")

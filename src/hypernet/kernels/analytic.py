@@ -153,8 +153,13 @@ def mlp_nngp(
     """NNGP kernel `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
     _check_depth("depth", depth)
     a, b = _prepare(x1, x2, dtype)
-    return _blocked(lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).nngp,
-                    a.shape[0], b.shape[0], block, a)  # fmt: skip
+    return _blocked(
+        lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).nngp,
+        a.shape[0],
+        b.shape[0],
+        block,
+        a,
+    )
 
 
 def mlp_ntk(
@@ -171,8 +176,13 @@ def mlp_ntk(
     """NTK `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
     _check_depth("depth", depth)
     a, b = _prepare(x1, x2, dtype)
-    return _blocked(lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).ntk,
-                    a.shape[0], b.shape[0], block, a)  # fmt: skip
+    return _blocked(
+        lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation).ntk,
+        a.shape[0],
+        b.shape[0],
+        block,
+        a,
+    )
 
 
 @dataclass(frozen=True)
@@ -189,8 +199,15 @@ class MLPDescription:
 
     def module(self) -> nn.Sequential:
         """The finite network: `NTKLinear` layers with the same variances (weights N(0, 1))."""
-        acts = {"relu": nn.ReLU, "erf": _Erf, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
-                "sigmoid": nn.Sigmoid, "identity": nn.Identity}  # fmt: skip
+        acts = {
+            "relu": nn.ReLU,
+            "erf": _Erf,
+            "tanh": nn.Tanh,
+            "gelu": nn.GELU,
+            "silu": nn.SiLU,
+            "sigmoid": nn.Sigmoid,
+            "identity": nn.Identity,
+        }
         if self.activation not in acts:
             raise ValueError(f"activation: unknown {self.activation!r}; choose one of {sorted(acts)}")
         layers: list[nn.Module] = []

@@ -1,4 +1,5 @@
-"""Empirical NTK of any model, via `torch.func`: Jacobian contraction or NTK-vector products.
+"""Empirical NTK of any model, via `torch.func`: Jacobian contraction or NTK-vector products, and
+for networks of dense layers a structured contraction that needs no Jacobian (`structured.py`).
 
 `fn(params, x) -> [N, O]` with `params` a dict of tensors (e.g. `functional(model)`), inputs a
 Tensor `[N, ...]` or a tuple of them (e.g. `(x, z)` for a `HyperModel`: the kernel with respect to
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from hypernet.kernels.structured import structured_ntk
 
 Inputs = Any  # a Tensor [N, ...] or a tuple of Tensors sharing N
 ModelFn = Callable[[dict[str, Tensor], Inputs], Tensor]
@@ -40,6 +43,7 @@ def functional(model: nn.Module, trainable_only: bool = True) -> tuple[ModelFn, 
         out: Tensor = functional_call(model, p, args)
         return out
 
+    fn.module = model  # type: ignore[attr-defined]  # lets empirical_ntk use the layer structure
     return fn, params
 
 
@@ -107,15 +111,27 @@ def empirical_ntk(
     """Empirical NTK `Σ_p ∂f(x1)/∂p · ∂f(x2)/∂p` of `fn` at `params`.
 
     `method`: `"jacobian"` (contract per-sample Jacobians), `"ntvp"` (NTK-vector products, never
-    materialising the Jacobians), or `"auto"`: Jacobians while they fit comfortably (their size,
+    materialising the Jacobians), `"structured"` (dense-layer networks from `functional(model)`:
+    activations times back-propagated vectors, no Jacobian), or `"auto"`: structured where it
+    applies, else Jacobians while they fit comfortably (their size,
     `(N1 + N2)·O·P` numbers, under 5·10⁷), NTK-vector products beyond. `chunk` bounds how many
     NTK-vector products run at once (default: about 2.5·10⁷ / P).
     """
-    if method not in ("auto", "jacobian", "ntvp"):
-        raise ValueError(f"method: expected 'auto', 'jacobian' or 'ntvp', got {method!r}")
+    if method not in ("auto", "jacobian", "ntvp", "structured"):
+        raise ValueError(f"method: expected 'auto', 'jacobian', 'ntvp' or 'structured', got {method!r}")
     if output not in OUTPUTS:
         raise ValueError(f"output: expected one of {list(OUTPUTS)}, got {output!r}")
     x2 = x1 if x2 is None else x2
+    module = getattr(fn, "module", None)
+    if method in ("auto", "structured"):
+        result = structured_ntk(module, params, x1, x2, output) if isinstance(module, nn.Module) else None
+        if result is not None:
+            return result
+        if method == "structured":
+            raise ValueError(
+                "method='structured' needs `fn` from `functional(model)` with every parameter in a dense layer "
+                "used once per forward; use 'jacobian' or 'ntvp'"
+            )
     if method == "auto":
         with torch.no_grad():
             o = fn(params, tuple(t[:1] for t in x1) if isinstance(x1, tuple) else x1[:1]).shape[-1]

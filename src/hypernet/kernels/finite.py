@@ -32,14 +32,22 @@ class HyperDescription:
     activation: str = "relu"
 
     def primary(self) -> MLPDescription:
-        return MLPDescription(self.d_x, self.n_g, self.g_depth, self.out_features, self.weight_var, self.bias_var,
-                              self.activation)  # fmt: skip
+        return MLPDescription(
+            self.d_x, self.n_g, self.g_depth, self.out_features, self.weight_var, self.bias_var, self.activation
+        )
 
     def module(self) -> HyperModel:
         """A freshly initialised finite hypernetwork (weights N(0, 1), NTK scaling in the forward)."""
         target = TargetNetwork(self.primary().module())
-        hyper = MLPHyperNetwork(self.d_z, target.spec, hidden=(self.n_f,) * self.f_depth, activation=self.activation,
-                                parametrization="ntk", weight_var=self.weight_var, bias_var=self.bias_var)  # fmt: skip
+        hyper = MLPHyperNetwork(
+            self.d_z,
+            target.spec,
+            hidden=(self.n_f,) * self.f_depth,
+            activation=self.activation,
+            parametrization="ntk",
+            weight_var=self.weight_var,
+            bias_var=self.bias_var,
+        )
         return HyperModel(target, hyper)
 
     def nngp(self, x1: Tensor, z1: Tensor, x2: Tensor | None = None, z2: Tensor | None = None) -> Tensor:

@@ -84,8 +84,9 @@ def hyper_nngp(
     block: int = 2048,
 ) -> Tensor:
     """The dually infinite GP kernel `[N1, N2]` of `h(x, z) = g(x; f(z))`."""
-    return hyper_kernel(x1, z1, x2, z2, f_depth, g_depth, weight_var, bias_var, activation,
-                        variant=variant, dtype=dtype, block=block).nngp  # fmt: skip
+    return hyper_kernel(
+        x1, z1, x2, z2, f_depth, g_depth, weight_var, bias_var, activation, variant=variant, dtype=dtype, block=block
+    ).nngp
 
 
 def hyper_ntk(
@@ -104,5 +105,6 @@ def hyper_ntk(
     block: int = 2048,
 ) -> Tensor:
     """The hyperkernel `[N1, N2]`: the NTK of `h(x, z) = g(x; f(z))` with respect to `f`'s parameters."""
-    return hyper_kernel(x1, z1, x2, z2, f_depth, g_depth, weight_var, bias_var, activation,
-                        variant=variant, dtype=dtype, block=block).ntk  # fmt: skip
+    return hyper_kernel(
+        x1, z1, x2, z2, f_depth, g_depth, weight_var, bias_var, activation, variant=variant, dtype=dtype, block=block
+    ).ntk
