@@ -47,6 +47,10 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         (["run", "split-digits", "--device", "tpu"], "--device tpu: expected cpu or cuda"),
         (["report", "/nonexistent/dir"], "not a run directory"),
         (["frobnicate"], "invalid choice"),
+        (
+            ["run", "rotation-widths", "--quick", "--set", "data_dir=/nonexistent"],
+            "MNIST: t10k-images-idx3-ubyte.gz not found in /nonexistent",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -141,3 +141,9 @@ def test_splits_are_deterministic_and_stratified() -> None:
     assert torch.equal(perm.train[0].x, a_train.x)
     assert not torch.equal(perm.train[1].x, a_train.x)
     assert torch.equal(perm.train[1].x.sort(1).values, a_train.x.sort(1).values)  # a permutation of pixels
+
+
+def test_hypernet_data_env_points_at_an_existing_folder(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERNET_DATA", str(shared_dir / "datasets" / "mnist-test"))
+    data = load_mnist("test", download=False)  # files directly in the folder, no download
+    assert torch.bincount(data.y).tolist() == MNIST_COUNTS

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from hypernet.cli import main
 
 
@@ -46,8 +48,11 @@ def test_hyperkernel_images_beats_plain_ntk(tmp_path: Path, shared_dir: Path) ->
     assert hyper["sample_images_psnr_db"] > plain["sample_images_psnr_db"] + 3.0
 
 
-def test_rotation_widths_runs(tmp_path: Path, shared_dir: Path) -> None:
-    summary = _run("rotation-widths", tmp_path / "rw", f"data_dir={shared_dir / 'datasets' / 'mnist-test'}")
+def test_rotation_widths_runs(tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERNET_DATA", "")  # restored after the test: --data-dir sets it for the process
+    args = ["run", "rotation-widths", "--quick", "--out", str(tmp_path / "rw"), "--no-progress"]
+    assert main([*args, "--data-dir", str(shared_dir / "datasets" / "mnist-test")]) == 0
+    summary = json.loads((tmp_path / "rw" / "summary.json").read_text())
     assert len(summary["runs"]) == 4
     assert all(0.0 <= r["test_error"] <= 1.0 for r in summary["runs"].values())
     assert (tmp_path / "rw" / "figures" / "rotation_test_error.png").exists()

@@ -281,3 +281,17 @@ def test_structured_falls_back_or_refuses_where_it_does_not_apply() -> None:
     torch.testing.assert_close(
         empirical_ntk(fn, params, x), empirical_ntk(fn, params, x, method="jacobian"), atol=1e-10, rtol=0
     )
+
+
+def test_symmetric_diagonal_uses_exact_identical_input_rule() -> None:
+    """For x = x' the correlation is exactly 1: Ė = 1/2 and E = k/2 for ReLU, so
+    k_{l+1} = wv k_l / 2 + bv and T_{l+1} = k_{l+1} + wv/2 · T_l, computed here in plain floats."""
+    x = _points(40, 784, seed=7)
+    ntk = K.mlp_ntk(x, depth=3, weight_var=2.0, bias_var=0.05, block=16)
+    for i in range(40):
+        k = 2.0 * float(x[i] @ x[i]) / 784 + 0.05
+        t = k
+        for _ in range(3):
+            k = 2.0 * k / 2 + 0.05
+            t = k + t
+        assert abs(float(ntk[i, i]) - t) <= 1e-13 * t

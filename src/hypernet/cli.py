@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import NoReturn
 
 import torch
 
+from hypernet.data import DownloadError, IDXError
 from hypernet.experiments import EXPERIMENTS, RunContext, get
 from hypernet.experiments.registry import ConfigError
 from hypernet.report import build_report
@@ -67,6 +69,10 @@ def run_experiment(name: str, args: argparse.Namespace) -> int:
         if saved.get("config") != json.loads(json.dumps(dataclasses.asdict(config))) or saved.get("seed") != args.seed:
             raise UsageError(f"--resume: the config or seed differs from the run in {out}; pass the same --set/--seed")
     device = _device(args.device)
+    if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise UsageError(f"--data-dir {args.data_dir}: not a folder")
+        os.environ["HYPERNET_DATA"] = str(Path(args.data_dir).resolve())
     out.mkdir(parents=True, exist_ok=True)
     command = "hypernet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     meta = {"experiment": name, "description": exp.description, "config": dataclasses.asdict(config)}
@@ -92,6 +98,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="reduced size, for tests and a first look")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--data-dir", help="folder with datasets (MNIST IDX files); sets HYPERNET_DATA for the run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_experiment(DEMO if args.command == "demo" else args.name, args)
     except (UsageError, ConfigError) as exc:
         print(f"hypernet: error: {exc}", file=sys.stderr)
+        return 2
+    except (DownloadError, IDXError, FileNotFoundError) as exc:
+        print(f"hypernet: error: {exc} (point --data-dir at a folder that has the files)", file=sys.stderr)
         return 2
     except (TrainingDiverged, CheckpointError) as exc:
         print(f"hypernet: run stopped: {exc}", file=sys.stderr)

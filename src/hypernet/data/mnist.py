@@ -78,10 +78,13 @@ def _locate(name: str, data_dir: Path | None, allow_download: bool) -> Path:
         for candidate in (Path(data_dir) / filename, Path(data_dir) / filename.removesuffix(".gz")):
             if candidate.exists():
                 return candidate
-        if not allow_download:
-            raise FileNotFoundError(f"MNIST: {filename} not found in {data_dir}")
-    root = Path(data_dir) if data_dir is not None else cache_dir() / "mnist"
-    cached = root / filename
+        # an explicit folder is the user's: read from it, never download into it
+        raise FileNotFoundError(f"MNIST: {filename} not found in {data_dir}")
+    for candidate in (cache_dir() / filename, cache_dir() / filename.removesuffix(".gz")):
+        # $HYPERNET_DATA may hold the files directly (a folder the user already has), or under mnist/
+        if candidate.exists() and (candidate.suffix != ".gz" or checksum.matches(candidate)):
+            return candidate
+    cached = cache_dir() / "mnist" / filename
     if cached.exists() and checksum.matches(cached):
         return cached
     if not allow_download:
@@ -92,8 +95,9 @@ def _locate(name: str, data_dir: Path | None, allow_download: bool) -> Path:
 def load_mnist(split: str = "test", data_dir: Path | str | None = None, download: bool = True) -> Dataset:
     """MNIST `split` (`"train"` or `"test"`): `x: [N, 784]` in [0, 1], `y: [N]`.
 
-    Looks in `data_dir` (or `$HYPERNET_DATA`, or the user cache) and downloads with checksum
-    verification when the files are missing and `download` is true.
+    Reads from `data_dir` when given (never downloading into it); otherwise from `$HYPERNET_DATA`
+    (the files directly, or under `mnist/`) or the user cache, downloading into `.../mnist/` with
+    checksum verification when the files are missing and `download` is true.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")

@@ -89,6 +89,8 @@ def run(cfg: KernelConvergenceConfig, ctx: RunContext) -> dict[str, Any]:
         ylabel="relative Frobenius error",
         title="Finite hypernetworks approach the hyperkernel",
     )
+    ax.set_xticks(cfg.widths, [str(w) for w in cfg.widths])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.legend(fontsize=8)
     ctx.save_figure(fig, "kernel_convergence")
     return {"widths": {str(r["width"]): r for r in rows}, "fit": {"ntk_single_slope": slope, "expected_slope": -0.5}}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hypernet.kernels.activations import ActivationRule
-from hypernet.kernels.analytic import Kernel, Rho, _prepare, mlp_recursion, nngp_diagonal
+from hypernet.kernels.analytic import Kernel, Rho, _prepare, block_rows, mlp_recursion, nngp_diagonal
 
 
 def hyper_kernel(
@@ -34,7 +34,7 @@ def hyper_kernel(
     *,
     variant: str = "exact",
     dtype: torch.dtype = torch.float64,
-    block: int = 2048,
+    block: int | None = None,
 ) -> Kernel:
     """Both hypernetwork kernels for pairs `(x1[i], z1[i])` against `(x2[j], z2[j])`.
 
@@ -59,11 +59,13 @@ def hyper_kernel(
     ntk = torch.empty_like(nngp)
     d1 = torch.empty(xa.shape[0], dtype=dtype, device=xa.device)
     d2 = d1[:0]
-    for start in range(0, xa.shape[0], block):
-        r = slice(start, min(xa.shape[0], start + block))
-        f = mlp_recursion(za[r], zb, f_depth, weight_var, bias_var, activation)
+    step = block_rows(xb.shape[0], block)
+    for start in range(0, xa.shape[0], step):
+        r = slice(start, min(xa.shape[0], start + step))
+        same = r.start if x2 is None and z2 is None else None
+        f = mlp_recursion(za[r], zb, f_depth, weight_var, bias_var, activation, same_offset=same)
         rho = Rho(f.nngp, sf1[r], sf2)
-        g = mlp_recursion(xa[r], xb, g_depth, weight_var, bias_var, activation, rho=rho, released=variant == "released")
+        g = mlp_recursion(xa[r], xb, g_depth, weight_var, bias_var, activation, rho, variant == "released", same)
         nngp[r], ntk[r], d1[r], d2 = g.nngp, f.ntk * g.ntk, g.diag1, g.diag2
     return Kernel(nngp, ntk, d1, d2)
 
@@ -81,7 +83,7 @@ def hyper_nngp(
     *,
     variant: str = "exact",
     dtype: torch.dtype = torch.float64,
-    block: int = 2048,
+    block: int | None = None,
 ) -> Tensor:
     """The dually infinite GP kernel `[N1, N2]` of `h(x, z) = g(x; f(z))`."""
     return hyper_kernel(
@@ -102,7 +104,7 @@ def hyper_ntk(
     *,
     variant: str = "exact",
     dtype: torch.dtype = torch.float64,
-    block: int = 2048,
+    block: int | None = None,
 ) -> Tensor:
     """The hyperkernel `[N1, N2]`: the NTK of `h(x, z) = g(x; f(z))` with respect to `f`'s parameters."""
     return hyper_kernel(
