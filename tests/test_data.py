@@ -147,3 +147,12 @@ def test_hypernet_data_env_points_at_an_existing_folder(shared_dir: Path, monkey
     monkeypatch.setenv("HYPERNET_DATA", str(shared_dir / "datasets" / "mnist-test"))
     data = load_mnist("test", download=False)  # files directly in the folder, no download
     assert torch.bincount(data.y).tolist() == MNIST_COUNTS
+
+
+def test_mnist_checksums_are_sha256_and_match_the_shared_files(shared_dir: Path) -> None:
+    from hypernet.data.mnist import FILES
+
+    assert all(c.algorithm == "sha256" and len(c.hexdigest) == 64 for _, c in FILES.values())
+    for key in ("test-images", "test-labels"):
+        name, checksum = FILES[key]
+        assert checksum.matches(shared_dir / "datasets" / "mnist-test" / name)

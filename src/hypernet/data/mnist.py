@@ -14,19 +14,20 @@ from hypernet.data.splits import Dataset
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
 
-# The test split's SHA-256 digests are those published with the shared copy of the files; for the
-# training split we carry the MD5 digests that torchvision has long verified the same files with.
+# SHA-256 of the canonical gzipped files: the test split's as published with the shared copy, the
+# training split's as widely recorded (matching the same mirrors' files byte for byte).
 FILES: dict[str, tuple[str, Checksum]] = {
     "train-images": (
         "train-images-idx3-ubyte.gz",
-        Checksum("md5", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        Checksum("sha256", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
     ),
     "train-labels": (
         "train-labels-idx1-ubyte.gz",
-        Checksum("md5", "d53e105ee54ea40749a09fcbcd1e9432"),
+        Checksum("sha256", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
     ),
     "test-images": (
         "t10k-images-idx3-ubyte.gz",

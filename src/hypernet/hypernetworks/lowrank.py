@@ -28,6 +28,15 @@ class _Block:
     size: int
 
 
+def _factors(block: _Block, chunk: Tensor) -> tuple[Tensor, Tensor]:
+    """`chunk: [..., r (out + in)]` -> `U: [..., out, r]`, `V: [..., in, r]`."""
+    lead, split = chunk.shape[:-1], block.rows * block.rank
+    return (
+        chunk[..., :split].reshape(*lead, block.rows, block.rank),
+        chunk[..., split:].reshape(*lead, block.cols, block.rank),
+    )
+
+
 @dataclass
 class LowRankWeights:
     """Generated weights in factored form, so a target can apply `x (W0 + U V^T)^T` without forming W.
@@ -130,9 +139,7 @@ class LowRankHyperNetwork(HyperNetwork):
             if b.rank == 0:
                 dense[name] = base[name] + chunk.reshape((*chunk.shape[:-1], *b.info.shape))
             else:
-                U = chunk[..., : b.rows * b.rank].reshape(*chunk.shape[:-1], b.rows, b.rank)
-                V = chunk[..., b.rows * b.rank :].reshape(*chunk.shape[:-1], b.cols, b.rank)
-                factors[name] = (U, V)
+                factors[name] = _factors(b, chunk)
         return LowRankWeights({n: base[n] for n in factors}, factors, dense)
 
     def delta(self, h: Tensor) -> Tensor:
@@ -143,7 +150,6 @@ class LowRankHyperNetwork(HyperNetwork):
             if b.rank == 0:
                 parts.append(chunk)
             else:
-                U = chunk[..., : b.rows * b.rank].reshape(*chunk.shape[:-1], b.rows, b.rank)
-                V = chunk[..., b.rows * b.rank :].reshape(*chunk.shape[:-1], b.cols, b.rank)
+                U, V = _factors(b, chunk)
                 parts.append((U @ V.transpose(-1, -2)).flatten(-2))
         return torch.cat(parts, dim=-1)
