@@ -47,7 +47,7 @@ def test_design_shapes_counts_and_training(design: str, parametrization: str) ->
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
@@ -119,7 +119,7 @@ def test_mip_theta0_and_init() -> None:
     head = hyper2.head.weight
     for info in target.spec.tensors:  # each block ~ a layer of fan-out numel(tensor): std sqrt(2 / numel)
         if info.numel >= 20:
-            std = float(head[info.offset : info.stop].std())
+            std = float(head[info.offset : info.stop].detach().std())
             assert abs(std / math.sqrt(2 / info.numel) - 1) < 0.25
 
 

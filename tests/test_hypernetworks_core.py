@@ -71,7 +71,7 @@ def test_hypermodel_shared_and_per_sample() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="task ids: must lie in \\[0, 2\\]"):
         model(x, torch.tensor([0, 3, 1, 0]))

@@ -220,7 +220,7 @@ def test_kernel_predict_matches_direct_solve() -> None:
     ks = K.mlp_ntk(xt, x, depth=2, bias_var=0.1)
     kss = K.mlp_ntk(xt, depth=2, bias_var=0.1)
     pred = kernel_predict(k, y, ks, kss)
-    direct = ks @ np.linalg.solve(k.numpy(), y.numpy())
+    direct = ks.numpy() @ np.linalg.solve(k.numpy(), y.numpy())
     np.testing.assert_allclose(pred.mean.numpy(), direct, rtol=1e-8, atol=1e-10)
     cov = kss.numpy() - ks.numpy() @ np.linalg.solve(k.numpy(), ks.numpy().T)
     np.testing.assert_allclose(pred.variance.numpy(), cov, rtol=1e-6, atol=1e-8)
