@@ -24,8 +24,11 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest tests
 
+# Per-sample weights and the designs table; the kernel benchmark (benchmarks/kernels.py) compares
+# against neural-tangents where that is installed, so it is run by hand (see README).
 bench: install
-	$(BIN)/python benchmarks/per_sample.py
+	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
+	$(BIN)/python benchmarks/designs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,28 @@ def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 2, min_
     return statistics.median(samples)
 
 
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], repeat: int = 7, min_time: float = 0.05, slow: set[str] | None = None
+) -> dict[str, float]:
+    """Median seconds per call of each function, sampled round-robin so that a drifting machine
+    (clock, other load) affects every path alike. Paths in `slow` get one call per sample."""
+    slow = slow or set()
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time or name in slow:
+                    break
+            samples[name].append(elapsed / n)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     """Bytes of distinct tensors autograd keeps for the backward pass of `fn()` (activation memory)."""
     seen: dict[tuple[int, int], int] = {}

@@ -18,7 +18,7 @@ from torch import nn
 
 import hypernet as hn
 
-from common import median_time, saved_bytes
+from common import interleaved_medians, median_time, saved_bytes
 
 SIZES = (784, 256, 256, 10)
 
@@ -70,8 +70,11 @@ def measure(target: hn.TargetNetwork, vmap_target: hn.TargetNetwork, B: int, dev
         return run
 
     row: dict[str, float] = {"B": B}
-    for name, forward in forwards.items():
-        row[name + "_s"] = median_time(train_step(forward), repeat=3 if name == "loop" else 7)
+    steps = {name: train_step(forward) for name, forward in forwards.items()}
+    loop_s = median_time(steps.pop("loop"), repeat=3, warmup=1)  # seconds at B = 256: kept out of the rounds
+    for name, seconds in interleaved_medians(steps, repeat=15).items():
+        row[name + "_s"] = seconds
+    row["loop_s"] = loop_s
     row["saved_bytes_batched"] = saved_bytes(forwards["batched"])
     row["saved_bytes_bmm"] = saved_bytes(forwards["bmm"])
     return row

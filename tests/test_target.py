@@ -177,3 +177,13 @@ def test_layer_norm_on_sequences_per_sample(generate: str | None) -> None:
     y = target(x, w)
     for i in range(3):
         torch.testing.assert_close(y[i], target.materialize(w[i])(x[i]), atol=1e-5, rtol=1e-5)
+
+
+def test_single_weight_set_batch_takes_the_shared_path() -> None:
+    target = hn.TargetNetwork(BUILDERS["cnn"]().eval())
+    x = INPUTS["cnn"](1)
+    w = (target.initial_weights() + 0.1 * torch.randn(target.spec.numel)).unsqueeze(0).requires_grad_(True)
+    y = target(x, w)
+    torch.testing.assert_close(y, target.materialize(w[0].detach())(x), atol=ATOL, rtol=1e-5)
+    y.sum().backward()
+    assert w.grad is not None and w.grad.shape == w.shape

@@ -115,6 +115,8 @@ class TargetNetwork(nn.Module):
         self.check_weights(weights, batch)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
+        if weights.ndim == 2 and weights.shape[0] == 1:
+            weights = weights[0]  # one sample, one weight set: the shared path is the same and cheaper
         params = self.spec.unflatten(weights)
         if weights.ndim == 1:
             return functional_call(self.module, params, (x, *args), kwargs)
