@@ -48,6 +48,11 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         (["report", "/nonexistent/dir"], "not a run directory"),
         (["frobnicate"], "invalid choice"),
         (
+            ["run", "split-digits", "--set", "optimizer=lbfgs"],
+            "--set optimizer=lbfgs: expected one of adam, adamw, sgd",
+        ),
+        (["run", "split-digits", "--set", "parametrizations=mip,foo"], "parametrizations: each must be"),
+        (
             ["run", "rotation-widths", "--quick", "--set", "data_dir=/nonexistent"],
             "MNIST: t10k-images-idx3-ubyte.gz not found in /nonexistent",
         ),

@@ -140,3 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hypernet: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line for users; the traceback on request
+        if os.environ.get("HYPERNET_DEBUG"):
+            raise
+        print(
+            f"hypernet: run failed: {type(exc).__name__}: {exc} (HYPERNET_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
+        return 1

@@ -110,6 +110,11 @@ class ConfigError(ValueError):
 def parse_value(key: str, raw: str, tp: Any) -> Any:
     """Parse `raw` as type `tp` (bool, int, float, str, tuple[int, ...], or a union with None)."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if raw not in choices:
+            raise ConfigError(f"--set {key}={raw}: expected one of {', '.join(map(str, choices))}")
+        return raw
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if raw.lower() in ("none", "null"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,7 +34,7 @@ class RotationWidthsConfig:
     bottleneck: int = 100
     n_train: int = 2000
     n_test: int = 1000
-    split: str = "test"  # which MNIST split to draw from ("train" needs the download)
+    split: Literal["train", "test"] = "test"  # the MNIST split to draw from ("train" needs the download)
     data_dir: str = ""
     epochs: int = 10
     batch_size: int = 64

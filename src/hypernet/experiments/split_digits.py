@@ -6,7 +6,7 @@ residual) parametrizations; per-task test accuracy and learning curves in the re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import torch
@@ -24,6 +24,8 @@ class SplitDigitsConfig:
     steps: int = 1500
     batch_size: int = 32  # per task and step
     lr: float = 2e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine", "step"] = "constant"
     hidden: tuple[int, ...] = (32,)  # the generated classifier: 64 -> hidden -> 2
     hyper_hidden: tuple[int, ...] = (64,)
     embedding_dim: int = 8
@@ -32,6 +34,13 @@ class SplitDigitsConfig:
     train_per_task: int = 40  # training images per task (0: all ~290); few, so sharing across tasks matters
     eval_every: int = 100
     checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.parametrizations if p not in ("standard", "ntk", "mip")]
+        if bad or not self.parametrizations:
+            raise ValueError(f"parametrizations: each must be standard, ntk or mip, got {list(self.parametrizations)}")
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size, eval_every and checkpoint_every must be positive")
 
 
 def classifier(hidden: tuple[int, ...], d_in: int = 64, d_out: int = 2) -> nn.Sequential:
@@ -123,6 +132,8 @@ def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     train_cfg = TrainConfig(
         steps=cfg.steps,
         lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        schedule=cfg.schedule,
         eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every,
         log_every=max(1, cfg.eval_every // 4),
