@@ -241,6 +241,8 @@ def test_bad_kernel_inputs() -> None:
         K.mlp_ntk(x, activation="swish3")
     with pytest.raises(ValueError, match="need one z per x"):
         K.hyper_ntk(x, _points(3, 2))
+    with pytest.raises(ValueError, match="x2, z2: pass both"):
+        K.hyper_ntk(x, _points(4, 2), x)
     with pytest.raises(ValueError, match=r"y_train: expected 4 rows"):
         kernel_predict(K.mlp_ntk(x), torch.zeros(3), K.mlp_ntk(x))
 

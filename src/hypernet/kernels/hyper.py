@@ -46,8 +46,10 @@ def hyper_kernel(
         raise ValueError(f"variant: expected 'exact' or 'released', got {variant!r}")
     if f_depth < 0 or g_depth < 0:
         raise ValueError(f"f_depth and g_depth must be >= 0, got {f_depth}, {g_depth}")
+    if (x2 is None) != (z2 is None):
+        raise ValueError("x2, z2: pass both (a second set of pairs) or neither (the first set against itself)")
     xa, xb = _prepare(x1, x2, dtype)
-    za, zb = _prepare(z1, z2 if z2 is not None else (z1 if x2 is None else None), dtype)
+    za, zb = _prepare(z1, z2, dtype)
     if za.shape[0] != xa.shape[0] or zb.shape[0] != xb.shape[0]:
         raise ValueError(
             f"z1/z2: need one z per x, got x1 {list(xa.shape)} with z1 {list(za.shape)}, "
