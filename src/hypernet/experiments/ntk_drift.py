@@ -41,7 +41,7 @@ def drift(
     fn, params = functional(model)
     ntk0 = empirical_ntk(fn, params, (x, z), output="trace")
     lr = lr_scale / float(torch.linalg.eigvalsh(ntk0).max())
-    trainable = [p for p in model.hypernetwork.parameters()]
+    trainable = list(model.hypernetwork.parameters())
     with torch.no_grad():
         loss0 = float(0.5 * (model(x, z)[:, 0] - y).pow(2).sum())
     for _ in range(steps):

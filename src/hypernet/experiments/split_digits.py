@@ -150,12 +150,10 @@ def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
             accs = _accuracy(model, tasks, ctx.device)
             return {"test_acc": sum(accs) / len(accs)}
 
-        params = model.model.trainable_parameters() if isinstance(model, TaskConditioned) else model.parameters()
+        params = model.model.trainable_parameters() if isinstance(model, TaskConditioned) else list(model.parameters())
         ctx.train(name, model, params, step, train_cfg, eval_fn=evaluate, generator=g)
         accs = _accuracy(model, tasks, ctx.device)
-        n_params = (
-            sum(p.numel() for p in params) if isinstance(params, list) else sum(p.numel() for p in model.parameters())
-        )
+        n_params = sum(p.numel() for p in params)
         results[name] = {"per_task_acc": accs, "mean_acc": sum(accs) / len(accs), "trainable_parameters": n_params}
     _figures(ctx, results, tasks)
     return {"models": results, "tasks": [list(c) for c in tasks.classes], "chance_acc": 0.5}

@@ -72,13 +72,10 @@ class HyperNetwork(nn.Module):
         """Zero the output layers, so a residual hypernetwork starts exactly at `theta0`."""
         if self.theta0 is None:
             raise ValueError("zero_delta_: only a residual hypernetwork (MIP, or residual=True) has a theta0 to keep")
+        # (a residual design's fixed output offset is already zero: see init.element_scales)
         for layer in self.output_layers():
             for p in layer.parameters():
                 p.zero_()
-        for name in ("out_offset",):
-            buf = getattr(self, name, None)
-            if isinstance(buf, Tensor):
-                buf.zero_()
         return self
 
     def delta(self, h: Tensor) -> Tensor:

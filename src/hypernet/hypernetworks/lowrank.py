@@ -82,7 +82,8 @@ class LowRankHyperNetwork(HyperNetwork):
         self.rank = rank
         blocks, offset = [], 0
         for info in spec.tensors:
-            rows, cols = info.shape[0] if info.shape else 1, info.numel // (info.shape[0] if info.shape else 1)
+            rows = info.shape[0] if len(info.shape) >= 2 else info.numel
+            cols = info.numel // rows
             r = min(rank, rows, cols)
             if len(info.shape) >= 2 and r * (rows + cols) < info.numel:
                 size = r * (rows + cols)

@@ -9,7 +9,7 @@ hypernetwork's output covariance `Σ_f`, see `hypernet.kernels.hyper`); `rho ≡
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -90,21 +90,13 @@ def mlp_recursion(
     return Kernel(nngp=k, ntk=t, diag1=k1, diag2=k2)
 
 
-def block_rows(n2: int, block: int | None) -> int:
-    """Rows per block: by default about 8 MB of float64 per N1 x N2 temporary. Small blocks keep
-    memory bounded (N = 10,000 fits) and are faster too: the allocator reuses them, while every
-    fresh 64 MB temporary costs more in page faults than the arithmetic done on it."""
-    return block if block is not None else max(16, (1 << 20) // max(1, n2))
-
-
-def _blocked(fn: Callable[[Tensor, slice], Tensor], n1: int, n2: int, block: int | None, like: Tensor) -> Tensor:
-    """Fill `[n1, n2]` block by block of rows."""
-    block = block_rows(n2, block)
-    out = torch.empty(n1, n2, dtype=like.dtype, device=like.device)
-    for start in range(0, n1, block):
-        rows = slice(start, min(n1, start + block))
-        out[rows] = fn(like, rows)
-    return out
+def row_blocks(n1: int, n2: int, block: int | None) -> Iterator[slice]:
+    """Row slices of an `[n1, n2]` kernel. By default about 8 MB of float64 per block temporary:
+    small blocks keep memory bounded (N = 10,000 fits) and are faster too, since the allocator
+    reuses them, while every fresh 64 MB temporary costs more in page faults than its arithmetic."""
+    step = block if block is not None else max(16, (1 << 20) // max(1, n2))
+    for start in range(0, n1, step):
+        yield slice(start, min(n1, start + step))
 
 
 def _prepare(x1: Tensor, x2: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -142,9 +134,7 @@ def mlp_kernel(
     a, b = _prepare(x1, x2, dtype)
     nngp = torch.empty(a.shape[0], b.shape[0], dtype=dtype, device=a.device)
     ntk = torch.empty_like(nngp)
-    step = block_rows(b.shape[0], block)
-    for start in range(0, a.shape[0], step):
-        r = slice(start, min(a.shape[0], start + step))
+    for r in row_blocks(a.shape[0], b.shape[0], block):
         kern = mlp_recursion(a[r], b, depth, weight_var, bias_var, activation, same_offset=_same(x2, r))
         nngp[r], ntk[r] = kern.nngp, kern.ntk
     d1 = nngp_diagonal(a, depth, weight_var, bias_var, activation)
@@ -163,6 +153,27 @@ def nngp_diagonal(
     return k
 
 
+def _single_kernel(
+    which: str,
+    x1: Tensor,
+    x2: Tensor | None,
+    depth: int,
+    weight_var: float,
+    bias_var: float,
+    activation: str | ActivationRule,
+    dtype: torch.dtype,
+    block: int | None,
+) -> Tensor:
+    """One of the two kernels (`which`: "nngp" or "ntk"), keeping only that `[N1, N2]` output."""
+    _check_depth("depth", depth)
+    a, b = _prepare(x1, x2, dtype)
+    out = torch.empty(a.shape[0], b.shape[0], dtype=dtype, device=a.device)
+    for r in row_blocks(a.shape[0], b.shape[0], block):
+        kern = mlp_recursion(a[r], b, depth, weight_var, bias_var, activation, same_offset=_same(x2, r))
+        out[r] = kern.nngp if which == "nngp" else kern.ntk
+    return out
+
+
 def mlp_nngp(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -175,15 +186,7 @@ def mlp_nngp(
     block: int | None = None,
 ) -> Tensor:
     """NNGP kernel `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
-    _check_depth("depth", depth)
-    a, b = _prepare(x1, x2, dtype)
-    return _blocked(
-        lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation, same_offset=_same(x2, r)).nngp,
-        a.shape[0],
-        b.shape[0],
-        block,
-        a,
-    )
+    return _single_kernel("nngp", x1, x2, depth, weight_var, bias_var, activation, dtype, block)
 
 
 def mlp_ntk(
@@ -198,15 +201,7 @@ def mlp_ntk(
     block: int | None = None,
 ) -> Tensor:
     """NTK `[N1, N2]` of an MLP with `depth` hidden layers and a scalar linear readout."""
-    _check_depth("depth", depth)
-    a, b = _prepare(x1, x2, dtype)
-    return _blocked(
-        lambda _, r: mlp_recursion(a[r], b, depth, weight_var, bias_var, activation, same_offset=_same(x2, r)).ntk,
-        a.shape[0],
-        b.shape[0],
-        block,
-        a,
-    )
+    return _single_kernel("ntk", x1, x2, depth, weight_var, bias_var, activation, dtype, block)
 
 
 @dataclass(frozen=True)

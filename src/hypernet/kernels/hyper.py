@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hypernet.kernels.activations import ActivationRule
-from hypernet.kernels.analytic import Kernel, Rho, _prepare, block_rows, mlp_recursion, nngp_diagonal
+from hypernet.kernels.analytic import Kernel, Rho, _prepare, mlp_recursion, nngp_diagonal, row_blocks
 
 
 def hyper_kernel(
@@ -61,9 +61,7 @@ def hyper_kernel(
     ntk = torch.empty_like(nngp)
     d1 = torch.empty(xa.shape[0], dtype=dtype, device=xa.device)
     d2 = d1[:0]
-    step = block_rows(xb.shape[0], block)
-    for start in range(0, xa.shape[0], step):
-        r = slice(start, min(xa.shape[0], start + step))
+    for r in row_blocks(xa.shape[0], xb.shape[0], block):
         same = r.start if x2 is None and z2 is None else None
         f = mlp_recursion(za[r], zb, f_depth, weight_var, bias_var, activation, same_offset=same)
         rho = Rho(f.nngp, sf1[r], sf2)
