@@ -81,6 +81,8 @@ def test_batchnorm_training_uses_whole_batch_statistics() -> None:
     x = torch.randn(6, 3) * 2 + 1
     w = torch.randn(6, 6)
     y = target(x, w)
+    bn_user, bn = bn, target.module  # the target runs a copy; the user's module is left alone
+    assert int(bn_user.num_batches_tracked) == 0 and float(bn_user.running_mean.abs().sum()) == 0.0
     # independent: normalise by the batch's own biased statistics, then each sample's affine
     mean, var = x.mean(0), x.var(0, unbiased=False)
     xhat = (x - mean) / torch.sqrt(var + bn.eps)
@@ -114,10 +116,14 @@ def test_free_parameters_are_trained_directly() -> None:
     x = torch.randn(4, 2, 6, 6)
     w = target.initial_weights().expand(4, -1).clone()
     target(x, w).sum().backward()
-    assert m.conv1.weight.grad is not None and m.fc.weight.grad is None
-    assert {id(p) for p in target.free_parameters()} == {
-        id(p) for n, p in m.named_parameters() if not n.startswith("fc.")
-    }
+    copy = target.module
+    assert copy.conv1.weight.grad is not None and m.conv1.weight.grad is None  # the user's module is untouched
+    # exactly the non-generated parameters train; the generated ones are not parameters at all
+    assert [n for n, _ in target.named_parameters()] == [
+        "module." + n for n, _ in m.named_parameters() if not n.startswith("fc.")
+    ]
+    assert {id(p) for p in target.free_parameters()} == {id(p) for p in target.parameters()}
+    assert set(target.state_dict()) == {"module." + k for k in m.state_dict() if not k.startswith("fc.")}
 
 
 def test_errors_name_argument_and_shapes() -> None:
@@ -130,7 +136,7 @@ def test_errors_name_argument_and_shapes() -> None:
         target(x, torch.zeros(3, 15))
     with pytest.raises(ValueError, match=r"weights: expected shape"):
         target(x, torch.zeros(5, 1, 15))
-    with pytest.raises(TypeError, match="dtype torch.float64 does not match the module's torch.float32"):
+    with pytest.raises(TypeError, match="dtype torch.float64 does not match the target's torch.float32"):
         target(x, torch.zeros(15, dtype=torch.float64))
     with pytest.raises(TypeError, match="weights: expected a Tensor"):
         target(x, [0.0] * 15)  # type: ignore[arg-type]
@@ -151,7 +157,7 @@ def test_device_mismatch() -> None:
 
 def test_device_mismatch_on_meta() -> None:
     target = hn.TargetNetwork(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="weights: on device meta, the module is on cpu"):
+    with pytest.raises(ValueError, match="weights: on device meta, the target is on cpu"):
         target(torch.randn(3, 2), torch.zeros(6, device="meta"))
 
 

@@ -1,7 +1,7 @@
 """Per-sample weights without `vmap`: a `TorchFunctionMode` that runs the module once on the whole
 batch and turns every layer call that meets a per-sample weight `[B, *shape]` into its batched form
 (`bmm` for `linear`, grouped convolution for `conv`, batch statistics plus per-sample affine for
-normalisation, a time loop with `bmm` for GRU/LSTM).
+normalisation, a time loop with `bmm` for RNN/GRU/LSTM).
 
 Why not only `vmap`: under `vmap` each sample is its own batch of one, so a BatchNorm in training
 mode would normalise every sample by itself, and PyTorch has no batching rule for `aten::gru` or
@@ -33,6 +33,7 @@ SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.Embedding,
+    nn.RNN,
     nn.GRU,
     nn.LSTM,
 )
@@ -50,8 +51,6 @@ def supports(module: nn.Module, generated: Sequence[str]) -> bool:
     for name in generated:
         prefix = name.rpartition(".")[0]
         if not isinstance(owners[prefix], SUPPORTED_MODULES):
-            return False
-        if isinstance(owners[prefix], (nn.GRU, nn.LSTM)) and int(getattr(owners[prefix], "proj_size", 0)) > 0:
             return False
         parts = prefix.split(".") if prefix else []
         for i in range(len(parts)):
@@ -223,7 +222,7 @@ def _embedding(mode: PerSampleMode, input: Tensor, weight: Tensor, *args: Any, *
 
 
 def _rnn(cell: str) -> Callable[..., Any]:
-    gates = 4 if cell == "lstm" else 3
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
 
     def rule(
         mode: PerSampleMode,
@@ -243,7 +242,8 @@ def _rnn(cell: str) -> Callable[..., Any]:
         _check_batch(mode, x, 0, cell)
         h0, c0 = hx if cell == "lstm" else (hx, None)
         dirs = 2 if bidirectional else 1
-        per = 4 if has_biases else 2
+        per = len(params) // (num_layers * dirs)  # w_ih, w_hh, [b_ih, b_hh], [w_hr: LSTM projection]
+        proj = per == (4 if has_biases else 2) + 1
         h_out, c_out = [], []
         layer_in = x
         for layer in range(num_layers):
@@ -253,6 +253,7 @@ def _rnn(cell: str) -> Callable[..., Any]:
                 w_ih, w_hh = mode.batched(params[k]), mode.batched(params[k + 1])
                 b_ih = mode.batched(params[k + 2]) if has_biases else None
                 b_hh = mode.batched(params[k + 3]) if has_biases else None
+                w_hr_t = mode.batched(params[k + per - 1]).transpose(1, 2) if proj else None
                 h = h0[layer * dirs + d]
                 c = c0[layer * dirs + d] if c0 is not None else None
                 seq = layer_in.flip(1) if d == 1 else layer_in
@@ -270,12 +271,17 @@ def _rnn(cell: str) -> Callable[..., Any]:
                         assert c is not None
                         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                         h = torch.sigmoid(o) * torch.tanh(c)
-                    else:
+                        if w_hr_t is not None:
+                            h = torch.bmm(h.unsqueeze(1), w_hr_t).squeeze(1)
+                    elif cell == "gru":
                         xr, xz, xn = gx[:, t].chunk(gates, dim=1)
                         hr, hz, hn = gh.chunk(gates, dim=1)
                         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
                         n = torch.tanh(xn + r * hn)
                         h = (1 - z) * n + z * h
+                    else:  # Elman RNN
+                        pre = gx[:, t] + gh
+                        h = torch.tanh(pre) if cell == "rnn_tanh" else torch.relu(pre)
                     steps.append(h)
                 out = torch.stack(steps, dim=1)
                 outs.append(out.flip(1) if d == 1 else out)
@@ -302,6 +308,8 @@ _RULES: dict[Callable[..., Any], Callable[..., Any]] = {
     F.layer_norm: _layer_norm,
     F.group_norm: _group_norm,
     F.embedding: _embedding,
+    torch.rnn_tanh: _rnn("rnn_tanh"),
+    torch.rnn_relu: _rnn("rnn_relu"),
     torch.gru: _rnn("gru"),
     torch.lstm: _rnn("lstm"),
 }

@@ -1,8 +1,11 @@
 """`TargetNetwork`: call any `nn.Module` with weights given from outside.
 
 `target(x, weights)` takes `weights: [P]` (one set shared by the batch) or `[B, P]` (one set per
-sample, `B == x.shape[batch_dim]`). The wrapped module is never mutated: weights are supplied with
-`torch.func.functional_call`, and `materialize` returns an independent deep copy.
+sample, `B == x.shape[batch_dim]`). The user's module is never mutated: `TargetNetwork` keeps a
+copy of it *without* the generated parameters (they are supplied at every call with
+`torch.func.functional_call`), so `target.parameters()` are exactly the module's parameters that
+are trained directly, `state_dict()` holds no dead placeholders, and DistributedDataParallel sees
+no parameter that never receives a gradient. `materialize` returns an ordinary module again.
 
 Per-sample weights run batched, never as a Python loop over samples, by one of two engines:
 
@@ -39,16 +42,22 @@ Engine = Literal["auto", "batched", "vmap"]
 
 
 class TargetNetwork(nn.Module):
-    """Wraps `module` so its selected parameters can be supplied from outside.
+    """Wraps a copy of `module` so its selected parameters can be supplied from outside.
+
+    The user's `module` is **copied, never changed**: the copy (`self.module`) lacks the generated
+    parameters (they are not copied at all, so a large model is not duplicated), and keeps the
+    others as ordinary trainable parameters (`free_parameters`). Training the target therefore
+    leaves the user's module as it was; `materialize` gives a trained, plain module back.
 
     Args:
-        module: any `nn.Module`; kept as a submodule, so its parameters that are *not* generated
-            stay ordinary trainable parameters (see `free_parameters`).
+        module: any `nn.Module`.
         generate: which parameters are generated: `None` (all), names, glob patterns or module
             types (see `hypernet.selection`).
         batch_dim: the batch dimension of the module's input (and outputs), for per-sample weights.
         engine: per-sample engine, `"auto"` picks `"batched"` when supported, else `"vmap"`.
     """
+
+    _probe: Tensor
 
     def __init__(
         self, module: nn.Module, generate: Selector = None, *, batch_dim: int = 0, engine: Engine = "auto"
@@ -58,15 +67,32 @@ class TargetNetwork(nn.Module):
             raise TypeError(f"TargetNetwork: `module` must be an nn.Module, got {type(module).__name__}")
         if engine not in ("auto", "batched", "vmap"):
             raise ValueError(f"TargetNetwork: engine must be 'auto', 'batched' or 'vmap', got {engine!r}")
-        self.module = module
+        if not isinstance(batch_dim, int) or batch_dim < 0:
+            raise ValueError(f"TargetNetwork: batch_dim must be a non-negative int, got {batch_dim!r}")
         self.generated_names: list[str] = select_parameters(module, generate)
         self.spec = ParamSpec.from_module(module, self.generated_names)
+        originals = dict(module.named_parameters())
+        generated = {n: originals[n] for n in self.generated_names}
+        # Tied weights: every other name under which a generated tensor appears gets the same value.
+        ids = {id(p): n for n, p in generated.items()}
+        self._aliases: dict[str, str] = {
+            alias: ids[id(p)]
+            for alias, p in module.named_parameters(remove_duplicate=False)
+            if id(p) in ids and alias != ids[id(p)]
+        }
+        # Kept outside the state (not a parameter or buffer): `initial_weights()` returns it.
+        self._initial: Tensor | None = self.spec.flatten({n: p.detach() for n, p in generated.items()}).clone()
+        self.module = _copy_without(module, [*self.generated_names, *self._aliases])
+        first = next(iter(generated.values()))
+        # Zero-size buffer: follows `.to(dtype/device)`, so weights can be checked against it.
+        self.register_buffer("_probe", torch.zeros(0, dtype=first.dtype, device=first.device), persistent=False)
         self.batch_dim = batch_dim
-        supported = batched_ops.supports(module, self.generated_names)
+        self._rnns = [m for m in self.module.modules() if isinstance(m, nn.RNNBase)]
+        supported = batched_ops.supports(self.module, self.generated_names)
         if engine == "batched" and not supported:
             raise ValueError(
                 "TargetNetwork: engine='batched' cannot handle some generated parameters (their modules are "
-                "not Linear/Conv/Norm/Embedding/GRU/LSTM); use engine='auto' or 'vmap'"
+                "not Linear/Conv/Norm/Embedding/RNN/GRU/LSTM); use engine='auto' or 'vmap'"
             )
         self.engine: Literal["batched", "vmap"] = (
             "batched" if engine == "batched" or (engine == "auto" and supported) else "vmap"
@@ -74,21 +100,30 @@ class TargetNetwork(nn.Module):
 
     # -- weights ---------------------------------------------------------------------------------
     def initial_weights(self) -> Tensor:
-        """The module's own current values of the generated parameters, flattened: `[P]` (detached)."""
-        params = dict(self.module.named_parameters())
-        return self.spec.flatten({n: params[n].detach() for n in self.generated_names}).clone()
+        """The user's module's values of the generated parameters at construction, flattened: `[P]`."""
+        if self._initial is None:
+            raise RuntimeError(
+                "initial_weights: released by release_initial_weights() (hypernetize keeps them as theta0)"
+            )
+        return self._initial.to(device=self._probe.device, dtype=self._probe.dtype, copy=True)
+
+    def release_initial_weights(self) -> None:
+        """Free the stored initial values (`[P]`), once a hypernetwork holds them (e.g. as `theta0`)."""
+        self._initial = None
 
     def free_parameters(self) -> list[nn.Parameter]:
-        """The wrapped module's parameters that are not generated (trained directly)."""
-        gen = set(self.generated_names)
-        return [p for n, p in self.module.named_parameters() if n not in gen]
+        """The module's parameters that are not generated (trained directly)."""
+        return list(self.module.parameters())
 
-    def _reference_tensor(self) -> Tensor | None:
-        for p in self.module.parameters():
-            return p
-        for b in self.module.buffers():
-            return b
-        return None
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype generated weights must have."""
+        return self._probe.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device generated weights must be on."""
+        return self._probe.device
 
     def check_weights(self, weights: Tensor, batch: int | None) -> None:
         """Raise a clear error unless `weights` is `[P]` or `[batch, P]` of the module's dtype and device."""
@@ -102,26 +137,47 @@ class TargetNetwork(nn.Module):
                 f"weights: got {weights.shape[0]} weight sets ({list(weights.shape)}) for an input batch of "
                 f"{batch} (x.shape[{self.batch_dim}]); pass one set [{P}] or one per sample [{batch}, {P}]"
             )
-        ref = self._reference_tensor()
-        if ref is not None and weights.dtype != ref.dtype:
-            raise TypeError(f"weights: dtype {weights.dtype} does not match the module's {ref.dtype}")
-        if ref is not None and weights.device != ref.device:
-            raise ValueError(f"weights: on device {weights.device}, the module is on {ref.device}")
+        if weights.dtype != self.dtype:
+            raise TypeError(
+                f"weights: dtype {weights.dtype} does not match the target's {self.dtype}; "
+                f"convert one of them (weights.to({self.dtype}) or target.to({weights.dtype}))"
+            )
+        if weights.device != self.device:
+            raise ValueError(f"weights: on device {weights.device}, the target is on {self.device}")
+
+    def _params(self, weights: Tensor) -> dict[str, Tensor]:
+        params = self.spec.unflatten(weights)
+        for alias, name in self._aliases.items():
+            params[alias] = params[name]
+        return params
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
         """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
+        try:
+            return self._forward(x, weights, *args, **kwargs)
+        finally:
+            # functional_call removes the supplied tensors afterwards without going through
+            # RNNBase.__setattr__, so RNNs would keep them (and their graph) in `_flat_weights`.
+            for rnn in self._rnns:
+                rnn._init_flat_weights()
+
+    def _forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
         batch = _batch_size(x, self.batch_dim)
         self.check_weights(weights, batch)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
         if weights.ndim == 2 and weights.shape[0] == 1:
             weights = weights[0]  # one sample, one weight set: the shared path is the same and cheaper
-        params = self.spec.unflatten(weights)
+        elif weights.ndim == 2 and weights.shape[0] == 0:
+            # An empty batch: run the module on it with any weights (here the first "set" of none, i.e.
+            # zeros) so the outputs have the module's own empty shapes.
+            weights = weights.new_zeros(self.spec.numel) + weights.sum(0)
         if weights.ndim == 1:
-            return functional_call(self.module, params, (x, *args), kwargs)
+            return functional_call(self.module, self._params(weights), (x, *args), kwargs)
         if batch is None:
             raise ValueError("x: per-sample weights [B, P] need a Tensor input with a batch dimension")
+        params = self._params(weights)
         if self.engine == "batched":
             with batched_ops.PerSampleMode(list(params.values()), batch, self.batch_dim):
                 return functional_call(self.module, params, (x, *args), kwargs)
@@ -150,16 +206,17 @@ class TargetNetwork(nn.Module):
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
     def materialize(self, weights: Tensor) -> nn.Module:
-        """An independent copy of the module with `weights: [P]` baked in as ordinary parameters."""
+        """An independent, ordinary module with `weights: [P]` as its parameters (trainable leaves)."""
         self.check_weights(weights, None)
         if weights.ndim != 1:
             raise ValueError(f"materialize: needs one weight set [{self.spec.numel}], got {list(weights.shape)}")
         clone = copy.deepcopy(self.module)
-        values = self.spec.unflatten(weights.detach())
-        with torch.no_grad():
-            own = dict(clone.named_parameters())
-            for name, value in values.items():
-                own[name].copy_(value)
+        made: dict[int, nn.Parameter] = {}  # one Parameter per tensor, so tied weights stay tied
+        for name, value in self._params(weights.detach()).items():
+            owner, _, leaf = name.rpartition(".")
+            param = made.setdefault(id(value), nn.Parameter(value.clone()))
+            # setattr (not register_parameter) so that RNNs refresh their flat weight list too
+            setattr(clone.get_submodule(owner), leaf, param)
         return clone
 
     def extra_repr(self) -> str:
@@ -170,3 +227,20 @@ def _batch_size(x: Any, dim: int) -> int | None:
     if isinstance(x, Tensor) and x.ndim > dim:
         return int(x.shape[dim])
     return None
+
+
+def _copy_without(module: nn.Module, names: Sequence[str]) -> nn.Module:
+    """A deep copy of `module` lacking the parameters `names`; those tensors are never copied."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    memo: dict[int, Any] = {id(params[n]): None for n in names}
+    clone = copy.deepcopy(module, memo)
+    for name in names:
+        owner, _, leaf = name.rpartition(".")
+        sub = clone.get_submodule(owner)
+        if leaf in sub._parameters:
+            del sub._parameters[leaf]
+    for sub in clone.modules():
+        if isinstance(sub, nn.RNNBase):
+            sub._init_flat_weights()  # drop its references to the removed tensors
+    return clone
+
