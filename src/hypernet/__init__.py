@@ -1,7 +1,7 @@
 """hypernet: hypernetworks for PyTorch, from any `nn.Module` target to infinite-width kernels."""
 
 from hypernet import kernels
-from hypernet.conditioning import DataEncoder, InputEncoding, NoiseConditioner, TaskEmbedding
+from hypernet.conditioning import DataEncoder, InputEncoding, NoiseConditioner, TaskEmbedding, TaskOneHot
 from hypernet.convert import hypernetize
 from hypernet.hypernetworks import (
     ChunkedHyperNetwork,
@@ -12,6 +12,7 @@ from hypernet.hypernetworks import (
     MLPHyperNetwork,
 )
 from hypernet.model import HyperModel
+from hypernet.serialization import load, save
 from hypernet.spec import ParamSpec, TensorInfo
 from hypernet.target import TargetNetwork
 
@@ -31,7 +32,10 @@ __all__ = [
     "ParamSpec",
     "TargetNetwork",
     "TaskEmbedding",
+    "TaskOneHot",
     "TensorInfo",
     "hypernetize",
     "kernels",
+    "load",
+    "save",
 ]

@@ -124,7 +124,10 @@ def _linear(mode: PerSampleMode, input: Tensor, weight: Tensor, bias: Tensor | N
     return y.movedim(0, mode.batch_dim) if mode.batch_dim else y
 
 
-def _conv(conv: Callable[..., Tensor]) -> Callable[..., Tensor]:
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def _conv(conv: Callable[..., Tensor], spatial: int) -> Callable[..., Tensor]:
     def rule(
         mode: PerSampleMode,
         input: Tensor,
@@ -136,6 +139,12 @@ def _conv(conv: Callable[..., Tensor]) -> Callable[..., Tensor]:
         groups: int = 1,
     ) -> Tensor:
         # Grouped-convolution trick: the batch folds into channels, each sample its own groups.
+        if input.ndim != spatial + 2:
+            raise ValueError(
+                f"per-sample weights: conv{spatial}d needs a batched input [B, C, {_SPATIAL[spatial]}] "
+                f"with one sample per weight set, got shape {list(input.shape)}; an unbatched input needs "
+                "x.unsqueeze(0) (and weights [1, P] or [P])"
+            )
         _check_batch(mode, input, 0, "conv")
         B = mode.B
         w = mode.batched(weight)
@@ -301,9 +310,9 @@ def _rnn(cell: str) -> Callable[..., Any]:
 
 _RULES: dict[Callable[..., Any], Callable[..., Any]] = {
     F.linear: _linear,
-    torch.conv1d: _conv(F.conv1d),
-    torch.conv2d: _conv(F.conv2d),
-    torch.conv3d: _conv(F.conv3d),
+    torch.conv1d: _conv(F.conv1d, 1),
+    torch.conv2d: _conv(F.conv2d, 2),
+    torch.conv3d: _conv(F.conv3d, 3),
     F.batch_norm: _batch_norm,
     F.layer_norm: _layer_norm,
     F.group_norm: _group_norm,

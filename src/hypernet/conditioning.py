@@ -1,6 +1,7 @@
 """Conditioners: what goes into a hypernetwork (the review's input axis).
 
-* task-conditioned: `TaskEmbedding` (ids -> learned vectors),
+* task-conditioned: `TaskEmbedding` (ids -> learned vectors), `TaskOneHot` (ids -> one-hot, MIP's
+  input for task ids: the MIP hypernetwork then encodes it),
 * hyperparameter / scalar-conditioned: `InputEncoding` (MIP's constant-norm encoding of [0, 1] inputs),
 * data-conditioned: `DataEncoder` (any module mapping the sample `x` to a condition, per sample),
 * noise-conditioned: `NoiseConditioner` (`cond ~ N(0, I)`, an implicit distribution over weights).
@@ -42,15 +43,41 @@ class TaskEmbedding(Conditioner):
         self.embedding = nn.Embedding(num_tasks, dim)
 
     def forward(self, ids: Tensor | int) -> Tensor:
-        ids_t = torch.as_tensor(ids, device=self.embedding.weight.device)
-        if ids_t.dtype.is_floating_point or ids_t.dtype == torch.bool:
-            raise TypeError(f"task ids: expected integers, got dtype {ids_t.dtype}")
-        if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= self.num_tasks):
-            raise ValueError(
-                f"task ids: must lie in [0, {self.num_tasks - 1}], got range [{int(ids_t.min())}, {int(ids_t.max())}]"
-            )
-        out: Tensor = self.embedding(ids_t.long())
+        out: Tensor = self.embedding(_check_task_ids(ids, self.num_tasks, self.embedding.weight.device))
         return out
+
+
+def _check_task_ids(ids: Tensor | int, num_tasks: int, device: torch.device) -> Tensor:
+    ids_t = torch.as_tensor(ids, device=device)
+    if ids_t.dtype.is_floating_point or ids_t.dtype == torch.bool:
+        raise TypeError(f"task ids: expected integers, got dtype {ids_t.dtype}")
+    if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= num_tasks):
+        low, high = int(ids_t.min()), int(ids_t.max())
+        raise ValueError(f"task ids: must lie in [0, {num_tasks - 1}], got range [{low}, {high}]")
+    return ids_t.long()
+
+
+class TaskOneHot(Conditioner):
+    """Task ids as one-hot vectors, MIP's input for categorical conditions:
+    `ids: [...] (int) -> [..., num_tasks]` in {0, 1}. Nothing to learn; pair it with a
+    `parametrization="mip"` hypernetwork of `in_features=num_tasks`, which encodes it."""
+
+    _probe: Tensor
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__()
+        if not isinstance(num_tasks, int) or num_tasks <= 0:
+            raise ValueError(f"TaskOneHot: num_tasks must be a positive int, got {num_tasks!r}")
+        self.num_tasks = self.out_features = num_tasks
+        # zero-size: follows .to(dtype/device), so the one-hot vectors match the hypernetwork's dtype
+        self.register_buffer("_probe", torch.zeros(0), persistent=False)
+
+    def forward(self, ids: Tensor | int) -> Tensor:
+        ids_t = _check_task_ids(ids, self.num_tasks, self._probe.device)
+        return nn.functional.one_hot(ids_t, self.num_tasks).to(self._probe.dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}"
 
 
 class InputEncoding(Conditioner):
@@ -65,6 +92,8 @@ class InputEncoding(Conditioner):
         super().__init__()
         if mode is not None and mode not in ENCODINGS:
             raise ValueError(f"InputEncoding: unknown mode {mode!r}; choose one of {list(ENCODINGS)} or None")
+        if mode is None and not check_range:
+            raise ValueError("InputEncoding: check_range=False has no effect with mode=None (nothing is encoded)")
         self.mode, self.check_range = mode, check_range
         self.in_features = in_features
         if in_features is not None:
@@ -75,9 +104,10 @@ class InputEncoding(Conditioner):
             raise TypeError(f"cond: expected a Tensor in [0, 1], got {type(z).__name__}")
         if self.mode is None:
             return z
-        if self.check_range and z.numel() and (bool((z < 0).any()) or bool((z > 1).any())):
+        # `~(0 <= z <= 1)` also catches NaN, which both `z < 0` and `z > 1` would let through.
+        if self.check_range and z.numel() and bool((~((z >= 0) & (z <= 1))).any()):
             raise ValueError(
-                f"cond: the {self.mode!r} encoding needs inputs in [0, 1], got range "
+                f"cond: the {self.mode!r} encoding needs finite inputs in [0, 1], got range "
                 f"[{float(z.min()):.4g}, {float(z.max()):.4g}]; rescale, or pass check_range=False"
             )
         if self.mode == "cos|sin":

@@ -1,33 +1,18 @@
-"""Small building blocks shared by the hypernetworks: activations by name and dense layers in the
-standard or NTK parametrization."""
+"""Small building blocks shared by the hypernetworks: dense layers in the standard or NTK
+parametrization and MLP trunks (activations by name come from `hypernet.activations`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "sigmoid": nn.Sigmoid,
-}
+from hypernet.activations import ACTIVATIONS, make_activation
+
+__all__ = ["ACTIVATIONS", "PARAMETRIZATIONS", "NTKLinear", "make_activation", "make_linear", "mlp_trunk"]
 
 PARAMETRIZATIONS = ("standard", "ntk", "mip")
-
-
-def make_activation(name: str) -> nn.Module:
-    """An activation module by name (`"relu"`, `"gelu"`, `"tanh"`, ...)."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"activation: unknown {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
 def check_parametrization(parametrization: str) -> str:

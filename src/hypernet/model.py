@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hypernet.conditioning import Conditioner
+from hypernet.conditioning import Conditioner, InputEncoding
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.target import TargetNetwork
 
@@ -33,6 +33,7 @@ class HyperModel(nn.Module):
                 f"hypernetwork: generates a spec of {spec.numel} numbers that differs from the target's "
                 f"({target.spec.numel}); build it with target.spec"
             )
+        _check_conditioner(hypernetwork, conditioner)
         self.target, self.hypernetwork, self.conditioner = target, hypernetwork, conditioner
 
     def condition(self, x: Any, cond: Any) -> Tensor:
@@ -59,13 +60,28 @@ class HyperModel(nn.Module):
         return self.target.materialize(self.weights(cond))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What an optimiser should update: the hypernetwork, the conditioner and the target's
-        parameters that are not generated (the generated ones are placeholders)."""
-        params = list(self.hypernetwork.parameters()) + self.target.free_parameters()
-        if self.conditioner is not None:
-            params += list(self.conditioner.parameters())
-        seen: set[int] = set()
-        return [p for p in params if p.requires_grad and not (id(p) in seen or seen.add(id(p)))]  # type: ignore[func-returns-value]
+        """What an optimiser should update: `parameters()` that require a gradient (the hypernetwork,
+        the conditioner and the target's parameters that are not generated; generated weights are
+        not parameters of the model)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
+
+
+def _check_conditioner(hypernetwork: nn.Module, conditioner: nn.Module | None) -> None:
+    """Refuse, at construction, a conditioner whose width differs from the hypernetwork's input, and
+    MIP's encoding applied twice."""
+    in_features = getattr(hypernetwork, "in_features", None)
+    out_features = getattr(conditioner, "out_features", None)
+    if isinstance(in_features, int) and isinstance(out_features, int) and in_features != out_features:
+        raise ValueError(
+            f"conditioner: {type(conditioner).__name__} gives {out_features} features, the hypernetwork takes "
+            f"in_features={in_features}; build them with the same width"
+        )
+    encodes = bool(getattr(hypernetwork, "encodes_input", False))
+    if encodes and isinstance(conditioner, InputEncoding) and conditioner.mode is not None:
+        raise ValueError(
+            "conditioner: InputEncoding encodes the condition, and the MIP hypernetwork encodes it again; drop "
+            "the InputEncoding (the hypernetwork owns MIP's encoding) and pass the raw condition in [0, 1]"
+        )

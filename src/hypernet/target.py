@@ -44,8 +44,9 @@ Engine = Literal["auto", "batched", "vmap"]
 class TargetNetwork(nn.Module):
     """Wraps a copy of `module` so its selected parameters can be supplied from outside.
 
-    The user's `module` is **copied, never changed**: the copy (`self.module`) lacks the generated
-    parameters (they are not copied at all, so a large model is not duplicated), and keeps the
+    The user's `module` is **copied, never changed**: in the copy (`self.module`) the generated
+    parameters are meta-device placeholders (shape only: the values are not copied, so a large
+    model is not duplicated; they are not parameters and not in `state_dict()`); it keeps the
     others as ordinary trainable parameters (`free_parameters`). Training the target therefore
     leaves the user's module as it was; `materialize` gives a trained, plain module back.
 
@@ -87,7 +88,6 @@ class TargetNetwork(nn.Module):
         # Zero-size buffer: follows `.to(dtype/device)`, so weights can be checked against it.
         self.register_buffer("_probe", torch.zeros(0, dtype=first.dtype, device=first.device), persistent=False)
         self.batch_dim = batch_dim
-        self._rnns = [m for m in self.module.modules() if isinstance(m, nn.RNNBase)]
         supported = batched_ops.supports(self.module, self.generated_names)
         if engine == "batched" and not supported:
             raise ValueError(
@@ -154,15 +154,6 @@ class TargetNetwork(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
         """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
-        try:
-            return self._forward(x, weights, *args, **kwargs)
-        finally:
-            # functional_call removes the supplied tensors afterwards without going through
-            # RNNBase.__setattr__, so RNNs would keep them (and their graph) in `_flat_weights`.
-            for rnn in self._rnns:
-                rnn._init_flat_weights()
-
-    def _forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
         batch = _batch_size(x, self.batch_dim)
         self.check_weights(weights, batch)
         if isinstance(x, Tensor) and weights.device != x.device:
@@ -230,17 +221,15 @@ def _batch_size(x: Any, dim: int) -> int | None:
 
 
 def _copy_without(module: nn.Module, names: Sequence[str]) -> nn.Module:
-    """A deep copy of `module` lacking the parameters `names`; those tensors are never copied."""
+    """A deep copy of `module` in which the parameters `names` are replaced by plain meta-device
+    tensors of the same shape: no memory, not parameters, not in `state_dict()`, but `repr` and code
+    that reads `layer.weight.shape` keep working. The originals are never copied."""
     params = dict(module.named_parameters(remove_duplicate=False))
-    memo: dict[int, Any] = {id(params[n]): None for n in names}
+    memo: dict[int, Any] = {id(params[n]): torch.empty_like(params[n], device="meta") for n in names}
     clone = copy.deepcopy(module, memo)
     for name in names:
         owner, _, leaf = name.rpartition(".")
         sub = clone.get_submodule(owner)
-        if leaf in sub._parameters:
-            del sub._parameters[leaf]
-    for sub in clone.modules():
-        if isinstance(sub, nn.RNNBase):
-            sub._init_flat_weights()  # drop its references to the removed tensors
+        placeholder = sub._parameters.pop(leaf)
+        setattr(sub, leaf, placeholder)  # a plain attribute now (RNNs refresh their flat weights)
     return clone
-

@@ -62,18 +62,15 @@ class TaskConditioned(nn.Module):
             hyper = hn.MLPHyperNetwork(
                 num_tasks, target.spec, hidden=cfg.hyper_hidden, parametrization="mip", theta0=target.initial_weights()
             )
-            self.model = hn.HyperModel(target, hyper)
+            self.model = hn.HyperModel(target, hyper, hn.TaskOneHot(num_tasks))
         else:
             hyper = hn.MLPHyperNetwork(
                 cfg.embedding_dim, target.spec, hidden=cfg.hyper_hidden, parametrization=parametrization
             )
             self.model = hn.HyperModel(target, hyper, hn.TaskEmbedding(num_tasks, cfg.embedding_dim))
 
-    def cond(self, tasks: Tensor) -> Tensor:
-        return F.one_hot(tasks, self.num_tasks).float() if self.parametrization == "mip" else tasks
-
     def forward(self, x: Tensor, tasks: Tensor) -> Tensor:
-        out: Tensor = self.model(x, self.cond(tasks))
+        out: Tensor = self.model(x, tasks)
         return out
 
 

@@ -43,13 +43,13 @@ class ChunkedHyperNetwork(HyperNetwork):
         parametrization: str = "standard",
         init: str | None = None,
         *,
-        encoding: str | None = "cos|sin",
+        encoding: str | None = "default",
         theta0: Tensor | None = None,
         residual: bool | None = None,
-        weight_var: float = 2.0,
-        bias_var: float = 0.0,
+        weight_var: float | None = None,
+        bias_var: float | None = None,
     ) -> None:
-        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual)
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         if chunk_size <= 0 or chunk_dim <= 0:
             raise ValueError(f"chunk_size and chunk_dim must be positive, got {chunk_size}, {chunk_dim}")
         self.chunk_size, self.chunk_dim = chunk_size, chunk_dim
@@ -57,10 +57,10 @@ class ChunkedHyperNetwork(HyperNetwork):
         self.chunk_embeddings = nn.Parameter(torch.randn(self.num_chunks, chunk_dim))
         self.hidden = tuple(int(h) for h in hidden)
         self.trunk = mlp_trunk(
-            self.features + chunk_dim, self.hidden, activation, parametrization, weight_var, bias_var
+            self.features + chunk_dim, self.hidden, activation, parametrization, self.weight_var, self.bias_var
         )
         width = self.hidden[-1] if self.hidden else self.features + chunk_dim
-        self.head = make_linear(width, chunk_size, parametrization, weight_var, bias_var)
+        self.head = make_linear(width, chunk_size, parametrization, self.weight_var, self.bias_var)
         scale, offset = element_scales(spec, self.init, width, self.residual)
         self.register_buffer("out_scale", scale)
         self.register_buffer("out_offset", offset)

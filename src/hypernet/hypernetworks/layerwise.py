@@ -36,23 +36,25 @@ class LayerwiseHyperNetwork(HyperNetwork):
         parametrization: str = "standard",
         init: str | None = None,
         *,
-        encoding: str | None = "cos|sin",
+        encoding: str | None = "default",
         theta0: Tensor | None = None,
         residual: bool | None = None,
-        weight_var: float = 2.0,
-        bias_var: float = 0.0,
+        weight_var: float | None = None,
+        bias_var: float | None = None,
     ) -> None:
-        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual)
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         if embedding_dim <= 0:
             raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
         self.embedding_dim = embedding_dim
         self.tensor_embeddings = nn.Parameter(torch.randn(len(spec), embedding_dim))
         self.hidden = tuple(int(h) for h in hidden)
         self.trunk = mlp_trunk(
-            self.features + embedding_dim, self.hidden, activation, parametrization, weight_var, bias_var
+            self.features + embedding_dim, self.hidden, activation, parametrization, self.weight_var, self.bias_var
         )
         width = self.hidden[-1] if self.hidden else self.features + embedding_dim
-        self.heads = nn.ModuleList(make_linear(width, t.numel, parametrization, weight_var, bias_var) for t in spec)
+        self.heads = nn.ModuleList(
+            make_linear(width, t.numel, parametrization, self.weight_var, self.bias_var) for t in spec
+        )
         if parametrization != "ntk":
             init_hidden(self.trunk, self.init)
             for head, info in zip(self.heads, spec.tensors, strict=True):

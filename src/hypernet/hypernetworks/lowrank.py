@@ -71,12 +71,12 @@ class LowRankHyperNetwork(HyperNetwork):
         parametrization: str = "standard",
         init: str | None = None,
         *,
-        encoding: str | None = "cos|sin",
+        encoding: str | None = "default",
         theta0: Tensor | None = None,
-        weight_var: float = 2.0,
-        bias_var: float = 0.0,
+        weight_var: float | None = None,
+        bias_var: float | None = None,
     ) -> None:
-        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual=True)
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0, True, weight_var, bias_var)
         if rank <= 0:
             raise ValueError(f"rank must be positive, got {rank}")
         self.rank = rank
@@ -94,9 +94,9 @@ class LowRankHyperNetwork(HyperNetwork):
         self.blocks = tuple(blocks)
         self._num_generated = offset
         self.hidden = tuple(int(h) for h in hidden)
-        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, weight_var, bias_var)
+        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var)
         width = self.hidden[-1] if self.hidden else self.features
-        self.head = make_linear(width, offset, parametrization, weight_var, bias_var)
+        self.head = make_linear(width, offset, parametrization, self.weight_var, self.bias_var)
         if parametrization != "ntk":
             init_hidden(self.trunk, self.init)
             assert isinstance(self.head, nn.Linear)
@@ -121,13 +121,11 @@ class LowRankHyperNetwork(HyperNetwork):
         """Numbers produced per condition: `r (out + in)` per matrix plus the other tensors."""
         return self._num_generated
 
-    def _generated(self, cond: Tensor) -> Tensor:
-        if cond.ndim == 0 or cond.shape[-1] != self.in_features:
-            raise ValueError(f"cond: expected shape [..., {self.in_features}], got {list(cond.shape)}")
-        out: Tensor = self.head(self.trunk(self.encoding(cond)))
+    def _generated(self, cond: Tensor | float) -> Tensor:
+        out: Tensor = self.head(self.trunk(self.encoding(self.prepare_condition(cond))))
         return out
 
-    def factorized(self, cond: Tensor) -> LowRankWeights:
+    def factorized(self, cond: Tensor | float) -> LowRankWeights:
         """The weights for `cond` in factored form (see `LowRankWeights`)."""
         g = self._generated(cond)
         assert self.theta0 is not None

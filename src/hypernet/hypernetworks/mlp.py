@@ -22,7 +22,8 @@ class MLPHyperNetwork(HyperNetwork):
         activation: hidden activation name.
         parametrization: `"standard"`, `"ntk"` or `"mip"`.
         init: `"default"`, `"hyperfan_in"`, `"hyperfan_out"`, `"mip"`; `None` picks per parametrization.
-        weight_var, bias_var: NTK-parametrization variances (ignored otherwise).
+        encoding: MIP's input encoding, `"cos|sin"` (default under MIP), `"z|1-z"` or `None`.
+        weight_var, bias_var: the `"ntk"` parametrization's variances (default 2.0, 0.0; an error otherwise).
         theta0: MIP's starting weights `[P]` (e.g. `target.initial_weights()`).
         residual: output `theta0 + delta` (default: only for MIP).
     """
@@ -36,17 +37,17 @@ class MLPHyperNetwork(HyperNetwork):
         parametrization: str = "standard",
         init: str | None = None,
         *,
-        encoding: str | None = "cos|sin",
+        encoding: str | None = "default",
         theta0: Tensor | None = None,
         residual: bool | None = None,
-        weight_var: float = 2.0,
-        bias_var: float = 0.0,
+        weight_var: float | None = None,
+        bias_var: float | None = None,
     ) -> None:
-        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual)
+        super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         self.hidden = tuple(int(h) for h in hidden)
-        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, weight_var, bias_var)
+        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var)
         width = self.hidden[-1] if self.hidden else self.features
-        self.head = make_linear(width, spec.numel, parametrization, weight_var, bias_var)
+        self.head = make_linear(width, spec.numel, parametrization, self.weight_var, self.bias_var)
         if parametrization != "ntk":
             init_hidden(self.trunk, self.init)
             assert isinstance(self.head, nn.Linear)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hypernet.activations import get_activation
+
 # Rounding can push k12 / sqrt(k11 k22) a few ulps past ±1, where arccos is undefined: clamp.
 # (Clamping strictly inside would bias the diagonal: arccos(1 - e) ≈ sqrt(2e).)
 
@@ -100,24 +102,13 @@ def quadrature_rule(name: str, fn: Callable[[Tensor], Tensor], points: int = 32)
     return ActivationRule(name, fn, kernel, diag)
 
 
-_QUADRATURE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "gelu": torch.nn.functional.gelu,
-    "silu": torch.nn.functional.silu,
-    "sigmoid": torch.sigmoid,
-    "identity": lambda x: x,
-}
-
-
 def get_rule(activation: str | ActivationRule) -> ActivationRule:
-    """The kernel rule of `activation` (a name or a ready `ActivationRule`)."""
+    """The kernel rule of `activation` (a name from `hypernet.activations.ACTIVATIONS` or a ready
+    `ActivationRule`): closed forms for ReLU and erf, Gauss-Hermite quadrature for the others."""
     if isinstance(activation, ActivationRule):
         return activation
     if activation == "relu":
         return ActivationRule("relu", torch.relu, _relu_kernel, _relu_diag)
     if activation == "erf":
         return ActivationRule("erf", torch.erf, _erf_kernel, _erf_diag)
-    if activation in _QUADRATURE_FNS:
-        return quadrature_rule(activation, _QUADRATURE_FNS[activation])
-    known = ["relu", "erf", *sorted(_QUADRATURE_FNS)]
-    raise ValueError(f"activation: unknown {activation!r}; choose one of {known} or pass an ActivationRule")
+    return quadrature_rule(activation, get_activation(activation).fn)

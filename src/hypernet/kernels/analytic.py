@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hypernet.activations import make_activation
 from hypernet.kernels.activations import ActivationRule, get_rule
 from hypernet.layers import NTKLinear
 
@@ -218,21 +219,10 @@ class MLPDescription:
 
     def module(self) -> nn.Sequential:
         """The finite network: `NTKLinear` layers with the same variances (weights N(0, 1))."""
-        acts = {
-            "relu": nn.ReLU,
-            "erf": _Erf,
-            "tanh": nn.Tanh,
-            "gelu": nn.GELU,
-            "silu": nn.SiLU,
-            "sigmoid": nn.Sigmoid,
-            "identity": nn.Identity,
-        }
-        if self.activation not in acts:
-            raise ValueError(f"activation: unknown {self.activation!r}; choose one of {sorted(acts)}")
         layers: list[nn.Module] = []
         width = self.in_features
         for _ in range(self.depth):
-            layers += [NTKLinear(width, self.width, self.weight_var, self.bias_var), acts[self.activation]()]
+            layers += [NTKLinear(width, self.width, self.weight_var, self.bias_var), make_activation(self.activation)]
             width = self.width
         layers.append(NTKLinear(width, self.out_features, self.weight_var, self.bias_var))
         return nn.Sequential(*layers)
@@ -243,7 +233,3 @@ class MLPDescription:
     def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         return mlp_ntk(x1, x2, self.depth, self.weight_var, self.bias_var, self.activation)
 
-
-class _Erf(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.erf(x)
