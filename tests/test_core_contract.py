@@ -92,13 +92,13 @@ def test_tied_weights_follow_their_generated_tensor() -> None:
 
 def _ddp_worker(rank: int, world: int, per_sample: bool, port: int, out: str) -> None:
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.nn.parallel import DistributedDataParallel
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         model = _task_model().double()
-        ddp = DDP(model)  # no find_unused_parameters: every parameter must be used
+        ddp = DistributedDataParallel(model)  # no find_unused_parameters: every parameter must be used
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(1)
         for _ in range(3):
