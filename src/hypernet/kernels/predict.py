@@ -61,9 +61,9 @@ def kernel_predict(
         if k_test.shape not in ((m, m), (m,)):
             raise ValueError(f"k_test: expected [{m}, {m}] or its diagonal [{m}], got {list(k_test.shape)}")
     # every entry, not only the triangle a Cholesky factorization reads: a NaN anywhere is an error
-    for name, value in (("k_train", k_train), ("y_train", y_train), ("k_test_train", k_test_train), ("k_test", k_test)):
-        if value is not None:
-            validate.finite(name, value)
+    for name, given in (("k_train", k_train), ("y_train", y_train), ("k_test_train", k_test_train), ("k_test", k_test)):
+        if given is not None:
+            validate.finite(name, given)
     if t is not None and t != math.inf:  # t = inf is the GP posterior mean, like t = None
         validate.nonnegative("t", t)
     validate.nonnegative("lr", lr, positive=True)

@@ -38,10 +38,9 @@ def nonnegative(name: str, value: Any, *, positive: bool = False) -> float:
 
 def finite(name: str, t: Tensor) -> Tensor:
     """`t` itself, after checking that every entry is finite (no NaN or inf anywhere)."""
-    if t.is_floating_point() or t.is_complex():
-        if not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise ValueError(f"{name}: contains {bad} non-finite value(s) (NaN or inf)")
+    if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: contains {bad} non-finite value(s) (NaN or inf)")
     return t
 
 
