@@ -216,10 +216,13 @@ def _plan(
 def _most_products(
     probe: ntk_plan.Probe, n_params: int, output: str, n1: int, n2: int, r: int, c: int, budget: int
 ) -> int:
-    """How many NTK-vector products fit at once (at least 1, at most one per output of the block)."""
+    """How many NTK-vector products run at once: as many as the budget allows, at least 1, and at
+    most as many as keep their columns `[k, r, O]` no larger than the result block `[r, c, ...]`
+    (for `"trace"` that is `c / O`: no `[N, N, O]` temporary)."""
     base = ntvp_peak(probe, n_params, output, n1, n2, r, c, 0)
     per = max(1, ntvp_peak(probe, n_params, output, n1, n2, r, c, 1) - base)
-    return int(min(c * probe.n_outputs, max(1, (budget - base) // per)))
+    cap = max(1, c * ntk_plan.per_pair(probe.n_outputs, output) // probe.n_outputs)
+    return int(min(cap, max(1, (budget - base) // per)))
 
 
 @overload

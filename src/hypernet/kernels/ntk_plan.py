@@ -124,7 +124,7 @@ def probe(fn: Callable[[dict[str, Tensor], Inputs], Tensor], params: dict[str, T
         created.append(mode.total)
     assert out is not None
     if out.ndim != 2:
-        raise ValueError(f"fn: expected outputs [N, O], got shape {list(out.shape)} for a batch of {out.shape[0]}")
+        raise ValueError(f"f: expected model outputs [N, O], got shape {list(out.shape)}")
     row = created[1] - created[0] if len(created) == 2 else created[0]
     row = max(row, 0)
     return Probe(
