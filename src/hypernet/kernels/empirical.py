@@ -217,11 +217,11 @@ def _most_products(
     probe: ntk_plan.Probe, n_params: int, output: str, n1: int, n2: int, r: int, c: int, budget: int
 ) -> int:
     """How many NTK-vector products run at once: as many as the budget allows, at least 1, and at
-    most as many as keep their columns `[k, r, O]` no larger than the result block `[r, c, ...]`
-    (for `"trace"` that is `c / O`: no `[N, N, O]` temporary)."""
+    most as many as keep their columns `[k, r, O]` within `r x c` numbers (`"trace"`/`"diagonal"`:
+    no `[N, N, O]` temporary) or the result block `[r, c, O, O]` (`"full"`)."""
     base = ntvp_peak(probe, n_params, output, n1, n2, r, c, 0)
     per = max(1, ntvp_peak(probe, n_params, output, n1, n2, r, c, 1) - base)
-    cap = max(1, c * ntk_plan.per_pair(probe.n_outputs, output) // probe.n_outputs)
+    cap = max(1, c * probe.n_outputs if output == "full" else c // probe.n_outputs)
     return int(min(cap, max(1, (budget - base) // per)))
 
 
