@@ -17,8 +17,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 Inputs = Any  # a Tensor [N, ...] or a tuple of Tensors sharing N
 
@@ -87,21 +85,24 @@ def default_budget(device: torch.device) -> int:
         return 4 * 2**30
 
 
-class _CreatedBytes(TorchDispatchMode):
-    """Adds up the bytes of every tensor an operation creates; outputs that share an input's
-    storage (views, in-place results) create nothing and are skipped."""
+class _SavedBytes:
+    """Adds up the storage bytes autograd saves for backward (each storage once): the memory a
+    forward pass keeps alive until its backward. Cheaper than a dispatch mode, which would import
+    `torch._dynamo` (about a second, once) on first use."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.total = 0
+        self.seen: set[int] = set()
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in inputs:
-                self.total += t.untyped_storage().nbytes()
-        return out
+    def pack(self, t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.seen:
+            self.seen.add(storage.data_ptr())
+            self.total += storage.nbytes()
+        return t
+
+    def unpack(self, t: Tensor) -> Tensor:
+        return t
 
 
 def rows(inputs: Inputs, index: slice) -> Inputs:
@@ -117,11 +118,16 @@ def probe(fn: Callable[[dict[str, Tensor], Inputs], Tensor], params: dict[str, T
     """Run `fn` on the first 1 and 2 rows of `x` (one row if that is all there is), measuring memory."""
     created = []
     out: Tensor | None = None
+    live = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     for k in (1, 2) if n_rows(x) >= 2 else (1,):
-        mode = _CreatedBytes()
-        with torch.no_grad(), mode:
-            out = fn(params, rows(x, slice(0, k)))
-        created.append(mode.total)
+        first = rows(x, slice(0, k))  # copied: a view would count all of x's storage
+        first = tuple(t.clone() for t in first) if isinstance(first, tuple) else first.clone()
+        saved = _SavedBytes()
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            out = fn(live, first)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"f: expected the model to return a Tensor [N, O], got {type(out).__name__}")
+        created.append(saved.total + out.untyped_storage().nbytes())
     assert out is not None
     if out.ndim != 2:
         raise ValueError(f"f: expected model outputs [N, O], got shape {list(out.shape)}")
