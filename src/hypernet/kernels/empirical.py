@@ -135,10 +135,12 @@ def _resolve(f: Any, args: tuple[Any, ...], x2: Any) -> tuple[ModelFn, dict[str,
 
 
 def _too_big(method: str, budget: int, one: int, full: int, result: int, shape: tuple[int, ...]) -> ValueError:
+    hint = "" if len(shape) == 2 else ", or output='trace'"
+    what = "the result alone does not fit" if result > budget else "not even one block fits"
     return ValueError(
-        f"max_memory: {mib(budget)} cannot hold even one block of the {method!r} empirical NTK: estimated peak "
+        f"max_memory: {mib(budget)} is too small for the {method!r} empirical NTK ({what}): estimated peak "
         f"{mib(one)} with 1x1-row blocks ({mib(result)} is the result {list(shape)} itself; {mib(full)} unblocked). "
-        f"Raise max_memory, use fewer points, or output='trace'"
+        f"Raise max_memory or use fewer points{hint}"
     )
 
 
