@@ -3,9 +3,10 @@ empirical NTKs of any model, and kernel predictions (GP posterior, infinite-widt
 
 from hypernet.kernels.activations import ActivationRule, get_rule, quadrature_rule
 from hypernet.kernels.analytic import Kernel, MLPDescription, mlp_kernel, mlp_nngp, mlp_ntk, nngp_diagonal
-from hypernet.kernels.empirical import empirical_ntk, functional
+from hypernet.kernels.empirical import empirical_ntk, functional, plan_empirical_ntk
 from hypernet.kernels.finite import HyperDescription
 from hypernet.kernels.hyper import hyper_kernel, hyper_nngp, hyper_ntk
+from hypernet.kernels.ntk_plan import NTKPlan
 from hypernet.kernels.predict import Prediction, kernel_predict
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "HyperDescription",
     "Kernel",
     "MLPDescription",
+    "NTKPlan",
     "Prediction",
     "empirical_ntk",
     "functional",
@@ -25,5 +27,6 @@ __all__ = [
     "mlp_nngp",
     "mlp_ntk",
     "nngp_diagonal",
+    "plan_empirical_ntk",
     "quadrature_rule",
 ]

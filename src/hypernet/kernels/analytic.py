@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from hypernet.activations import make_activation
+from hypernet.kernels import validate
 from hypernet.kernels.activations import ActivationRule, get_rule
 from hypernet.layers import NTKLinear
 
@@ -100,12 +101,18 @@ def row_blocks(n1: int, n2: int, block: int | None) -> Iterator[slice]:
         yield slice(start, min(n1, start + step))
 
 
-def _prepare(x1: Tensor, x2: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    if not isinstance(x1, Tensor) or x1.ndim != 2:
-        raise ValueError(f"x1: expected a Tensor [N1, d], got {getattr(x1, 'shape', type(x1).__name__)}")
-    x2 = x1 if x2 is None else x2
-    if not isinstance(x2, Tensor) or x2.ndim != 2 or x2.shape[1] != x1.shape[1]:
-        raise ValueError(f"x2: expected [N2, {x1.shape[1]}], got {list(getattr(x2, 'shape', []))}")
+def _prepare(
+    x1: Tensor, x2: Tensor | None, dtype: torch.dtype, names: tuple[str, str] = ("x1", "x2")
+) -> tuple[Tensor, Tensor]:
+    """`x1`, `x2` (default `x1`) checked (finite, `[N, d]`, `d >= 1`, matching `d`) and cast to `dtype`."""
+    validate.float_dtype("dtype", dtype)
+    validate.matrix(names[0], x1, "N1", "d")
+    if x2 is None:
+        x2 = x1
+    else:
+        validate.matrix(names[1], x2, "N2", "d")
+        if x2.shape[1] != x1.shape[1]:
+            raise ValueError(f"{names[1]}: expected [N2, {x1.shape[1]}], got {list(x2.shape)}")
     return x1.to(dtype), x2.to(dtype=dtype, device=x1.device)
 
 
@@ -114,9 +121,9 @@ def _same(x2: Tensor | None, rows: slice) -> int | None:
     return rows.start if x2 is None else None
 
 
-def _check_depth(name: str, depth: int) -> None:
-    if depth < 0:
-        raise ValueError(f"{name}: must be >= 0, got {depth}")
+def _check(depth: int, weight_var: float, bias_var: float, activation: str | ActivationRule, block: int | None) -> None:
+    validate.mlp_arguments(depth, weight_var, bias_var, block)
+    get_rule(activation)  # an unknown name fails here, before any work, naming `activation`
 
 
 def mlp_kernel(
@@ -131,7 +138,7 @@ def mlp_kernel(
     block: int | None = None,
 ) -> Kernel:
     """Both kernels of the MLP in one pass (shared work): `x1: [N1, d]`, `x2: [N2, d]` (default `x1`)."""
-    _check_depth("depth", depth)
+    _check(depth, weight_var, bias_var, activation, block)
     a, b = _prepare(x1, x2, dtype)
     nngp = torch.empty(a.shape[0], b.shape[0], dtype=dtype, device=a.device)
     ntk = torch.empty_like(nngp)
@@ -147,6 +154,8 @@ def nngp_diagonal(
     x: Tensor, depth: int, weight_var: float = 2.0, bias_var: float = 0.0, activation: str | ActivationRule = "relu"
 ) -> Tensor:
     """`K(x_i, x_i)`: `[N]`, in O(N) (the diagonal recursion needs no cross terms)."""
+    validate.matrix("x", x)
+    _check(depth, weight_var, bias_var, activation, None)
     rule = get_rule(activation)
     k = weight_var * (x * x).sum(1) / x.shape[1] + bias_var
     for _ in range(depth):
@@ -166,7 +175,7 @@ def _single_kernel(
     block: int | None,
 ) -> Tensor:
     """One of the two kernels (`which`: "nngp" or "ntk"), keeping only that `[N1, N2]` output."""
-    _check_depth("depth", depth)
+    _check(depth, weight_var, bias_var, activation, block)
     a, b = _prepare(x1, x2, dtype)
     out = torch.empty(a.shape[0], b.shape[0], dtype=dtype, device=a.device)
     for r in row_blocks(a.shape[0], b.shape[0], block):
@@ -216,6 +225,13 @@ class MLPDescription:
     weight_var: float = 2.0
     bias_var: float = 0.0
     activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        validate.count("in_features", self.in_features, 1)
+        validate.count("width", self.width, 1)
+        validate.count("out_features", self.out_features, 1)
+        validate.mlp_arguments(self.depth, self.weight_var, self.bias_var)
+        get_rule(self.activation)
 
     def module(self) -> nn.Sequential:
         """The finite network: `NTKLinear` layers with the same variances (weights N(0, 1))."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hypernet.kernels.activations import ActivationRule
+from hypernet.kernels import validate
+from hypernet.kernels.activations import ActivationRule, get_rule
 from hypernet.kernels.analytic import Kernel, Rho, _prepare, mlp_recursion, nngp_diagonal, row_blocks
 
 
@@ -42,14 +43,14 @@ def hyper_kernel(
     `variant="exact"` implements SOURCES.md §1; `"released"` reproduces the official code's
     simplification (correlation instead of covariance, fewer `Σ_f` factors), for comparison.
     """
-    if variant not in ("exact", "released"):
-        raise ValueError(f"variant: expected 'exact' or 'released', got {variant!r}")
-    if f_depth < 0 or g_depth < 0:
-        raise ValueError(f"f_depth and g_depth must be >= 0, got {f_depth}, {g_depth}")
+    validate.choice("variant", variant, ("exact", "released"))
+    validate.count("f_depth", f_depth, 0)
+    validate.mlp_arguments(g_depth, weight_var, bias_var, block, depth_name="g_depth")
+    get_rule(activation)
     if (x2 is None) != (z2 is None):
         raise ValueError("x2, z2: pass both (a second set of pairs) or neither (the first set against itself)")
     xa, xb = _prepare(x1, x2, dtype)
-    za, zb = _prepare(z1, z2, dtype)
+    za, zb = _prepare(z1, z2, dtype, ("z1", "z2"))
     if za.shape[0] != xa.shape[0] or zb.shape[0] != xb.shape[0]:
         raise ValueError(
             f"z1/z2: need one z per x, got x1 {list(xa.shape)} with z1 {list(za.shape)}, "

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hypernet.kernels import validate
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -38,15 +40,36 @@ def kernel_predict(
     which is also the `t = ∞` limit of gradient descent. A finite `t`: the gradient-descent mean
     at time `t`. `diag_reg` adds `diag_reg · mean(diag(k_train))` to the diagonal.
     """
-    n = k_train.shape[0]
-    if k_train.shape != (n, n):
+    for name, value in (("k_train", k_train), ("y_train", y_train), ("k_test_train", k_test_train)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name}: expected a Tensor, got {type(value).__name__}")
+    if k_train.ndim != 2 or k_train.shape[0] != k_train.shape[1]:
         raise ValueError(f"k_train: expected a square [N, N], got {list(k_train.shape)}")
+    if not k_train.is_floating_point():
+        raise TypeError(f"k_train: expected a floating-point Tensor, got {k_train.dtype}")
+    n = k_train.shape[0]
+    if y_train.ndim not in (1, 2) or y_train.shape[0] != n:
+        raise ValueError(f"y_train: expected {n} rows (k_train is {n}x{n}), got {list(y_train.shape)}")
     squeeze = y_train.ndim == 1
     y = y_train[:, None] if squeeze else y_train
-    if y.shape[0] != n:
-        raise ValueError(f"y_train: expected {n} rows (k_train is {n}x{n}), got {list(y_train.shape)}")
     if k_test_train.ndim != 2 or k_test_train.shape[1] != n:
         raise ValueError(f"k_test_train: expected [M, {n}], got {list(k_test_train.shape)}")
+    m = k_test_train.shape[0]
+    if k_test is not None:
+        if not isinstance(k_test, Tensor):
+            raise TypeError(f"k_test: expected a Tensor, got {type(k_test).__name__}")
+        if k_test.shape not in ((m, m), (m,)):
+            raise ValueError(f"k_test: expected [{m}, {m}] or its diagonal [{m}], got {list(k_test.shape)}")
+    # every entry, not only the triangle a Cholesky factorization reads: a NaN anywhere is an error
+    for name, given in (("k_train", k_train), ("y_train", y_train), ("k_test_train", k_test_train), ("k_test", k_test)):
+        if given is not None:
+            validate.finite(name, given)
+    if t is not None and t != math.inf:  # t = inf is the GP posterior mean, like t = None
+        validate.nonnegative("t", t)
+    validate.nonnegative("lr", lr, positive=True)
+    validate.nonnegative("diag_reg", diag_reg)
+    k_test_train = k_test_train.to(k_train)
+    k_test = None if k_test is None else k_test.to(k_train)
     y = y.to(k_train.dtype)
     k = k_train + diag_reg * torch.diagonal(k_train).mean() * torch.eye(n, dtype=k_train.dtype, device=k_train.device)
     if t is None or math.isinf(t):
