@@ -56,7 +56,7 @@ def _load_experiments() -> str | None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         import hypernet.experiments  # noqa: F401
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         if exc.name and exc.name.split(".")[0] in CLI_MODULES:
             return f"the command line needs the cli extra (missing: {exc.name}); pip install 'hypernet[cli]'"
         raise

@@ -79,8 +79,17 @@ def _what_was_run(config: dict[str, Any], run: dict[str, Any]) -> str:
         rows.append(("time of the last session", f"{run['seconds']:.1f} s"))
     if versions:
         rows.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in versions.items()))))
-    setting_rows = [(f"<code>{_esc(k)}</code>", _esc(cell(v))) for k, v in settings.items()]
+    setting_rows = [(f"<code>{_esc(k)}</code>", _esc(_setting(v))) for k, v in settings.items()]
     return "<h2>What was run</h2>" + _kv(rows) + "<h3>Settings</h3>" + _kv(setting_rows)
+
+
+def _setting(value: Any) -> str:
+    """A setting as it was given (`0.002`, `50, 200`), not rounded like a result."""
+    if isinstance(value, list):
+        return ", ".join(_setting(v) for v in value) if value else "(none)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return '""' if value == "" else str(value)
 
 
 def _raw(name: str, data: Any) -> str:
