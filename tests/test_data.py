@@ -294,3 +294,16 @@ def test_mnist_checksums_are_of_the_content_and_match_the_shared_files(mnist_dir
         assert hashlib.sha256(content).hexdigest() == checksum.hexdigest, name
     for name in (IMAGES, LABELS):
         assert (mnist_dir / name).read_bytes() == (mnist_test_dir / name).read_bytes()
+
+
+def test_absent_shared_data_skips_locally_and_fails_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import need_shared
+
+    absent = tmp_path / "datasets" / "mnist"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"{absent} is absent"):
+        need_shared(absent)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires them"):
+        need_shared(absent)
+    assert need_shared(tmp_path) == tmp_path

@@ -145,7 +145,7 @@ def train(
             loss, metrics = step_fn(step, generator)
             if not torch.isfinite(loss.detach()):
                 where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                raise TrainingDiverged(f"{name}: loss became {float(loss)} at step {step + 1}; {where}")
+                raise TrainingDiverged(f"{name}: loss became {float(loss.detach())} at step {step + 1}; {where}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
