@@ -107,7 +107,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         ),
         (
             ["run", "rotation-widths", "--set", "n_train=9500", "--set", "n_test=1000"],
-            "--set n_train=9500 n_test=1000 split=test: expected n_train + n_test <= the split's images",
+            "--set n_train=9500 n_test=1000 split=test: expected n_train + n_test <= the images of the split (10,000",
         ),
         (
             ["run", "rotation-widths", "--quick", "--set", "data_dir=/nonexistent"],

@@ -49,7 +49,9 @@ class RotationWidthsConfig:
         Relation(
             ("n_train", "n_test", "split"),
             lambda c: c.n_train + c.n_test <= MNIST_SIZES[c.split],
-            "n_train + n_test <= the split's images " + ", ".join(f"({n:,} in {s})" for s, n in MNIST_SIZES.items()),
+            "n_train + n_test <= the images of the split ("
+            + ", ".join(f"{n:,} in {s}" for s, n in MNIST_SIZES.items())
+            + ")",
         ),
     )
 
