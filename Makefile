@@ -3,18 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: torch install install-cli demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned to the CPU build that lies on this kind of machine; a bare range would pull a
 # multi-GB CUDA build. Where torch is already importable nothing is reinstalled.
-install: $(BIN)/python
+torch: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.4"
+
+# dev = the cli extra (matplotlib, scikit-learn, rich, platformdirs) + test and lint tools
+install: torch
 	@$(BIN)/pip install -q -e ".[dev]"
 
-demo: install
+# the demo needs only the library and the cli extra
+install-cli: torch
+	@$(BIN)/pip install -q -e ".[cli]"
+
+demo: install-cli
 	$(BIN)/hypernet demo
 
 lint: install

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,11 @@ import torch
 
 from hypernet.data import (
     Checksum,
+    ChecksumError,
+    DataError,
     DownloadError,
     IDXError,
+    MissingDataError,
     download,
     load_digits,
     load_mnist,
@@ -24,10 +28,12 @@ from hypernet.data import (
 )
 
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # from the dataset's README
+IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 
 
-def test_mnist_reader_on_shared_test_split(shared_dir: Path) -> None:
-    data = load_mnist("test", shared_dir / "datasets" / "mnist-test", download=False)
+def test_mnist_reader_on_shared_test_split(mnist_test_dir: Path) -> None:
+    data = load_mnist("test", mnist_test_dir, download=False)
     assert data.x.shape == (10000, 784) and data.x.dtype == torch.float32
     assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
     assert torch.bincount(data.y).tolist() == MNIST_COUNTS
@@ -50,6 +56,9 @@ def test_idx_validation(tmp_path: Path) -> None:
     short.write_bytes(gzip.compress(_idx_bytes(bytes(5), (2, 3))))
     with pytest.raises(IDXError, match=r"header says shape \(2, 3\) \(6 bytes\), file has 5"):
         read_idx(short)
+    raw_named_gz = tmp_path / "raw-but-named.gz"  # gzip is recognised by its magic number, not the name
+    raw_named_gz.write_bytes(_idx_bytes(bytes(range(6)), (3, 2)))
+    assert read_idx(raw_named_gz).tolist() == [[0, 1], [2, 3], [4, 5]]
     with pytest.raises(FileNotFoundError, match="IDX file not found"):
         read_idx(tmp_path / "absent")
 
@@ -57,8 +66,10 @@ def test_idx_validation(tmp_path: Path) -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     lie_about_length: set[str] = set()
+    requests: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802
+        self.requests.append(self.path)
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -102,25 +113,149 @@ def test_download_verifies_and_never_caches_bad_files(server: str, tmp_path: Pat
     assert download(f"{server}/good.bin", dest, good, timeout=5) == dest
 
 
-def test_mnist_download_path_through_local_server(
-    server: str, tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = shared_dir / "datasets" / "mnist-test"
-    _Handler.lie_about_length = set()
-    _Handler.files = {
-        "/t10k-images-idx3-ubyte.gz": (src / "t10k-images-idx3-ubyte.gz").read_bytes(),
-        "/t10k-labels-idx1-ubyte.gz": b"corrupted",
-    }
+def _serve_mnist_test(server: str, src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hypernet.data.mnist as mnist
 
+    _Handler.lie_about_length = set()
+    _Handler.requests = []
+    _Handler.files = {f"/{name}": (src / name).read_bytes() for name in (IMAGES, LABELS)}
     monkeypatch.setattr(mnist, "MIRRORS", (server + "/",))
+
+
+def test_mnist_download_path_through_local_server(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    _Handler.files[f"/{LABELS}"] = b"corrupted"
     monkeypatch.setenv("HYPERNET_DATA", str(tmp_path))
     with pytest.raises(DownloadError, match="t10k-labels"):
         load_mnist("test")
-    assert not (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
-    _Handler.files["/t10k-labels-idx1-ubyte.gz"] = (src / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    assert not (tmp_path / "mnist" / LABELS).exists()
+    _Handler.files[f"/{LABELS}"] = (mnist_test_dir / LABELS).read_bytes()
     data = load_mnist("test")
     assert torch.bincount(data.y).tolist() == MNIST_COUNTS
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [IMAGES, LABELS]  # no .part left
+
+
+def test_corrupted_cached_download_is_verified_again_and_replaced(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path))
+    load_mnist("test")
+    cached = tmp_path / "mnist" / LABELS
+    good = cached.read_bytes()
+    # a byte flipped in the cached labels: recompressed, so the gzip itself is valid; only the
+    # content checksum can see it
+    flipped = bytearray(gzip.decompress(good))
+    flipped[100] ^= 0x01
+    cached.write_bytes(gzip.compress(bytes(flipped)))
+    _Handler.requests = []
+    data = load_mnist("test")
+    assert _Handler.requests == [f"/{LABELS}"]  # only the damaged file was fetched again
+    assert cached.read_bytes() == good and torch.bincount(data.y).tolist() == MNIST_COUNTS
+    # without downloads the damaged cache file is reported, naming it
+    cached.write_bytes(gzip.compress(bytes(flipped)))
+    with pytest.raises(ChecksumError, match=f"{cached}.*expected ff7bcfd4"):
+        load_mnist("test", download=False)
+
+
+def test_corrupted_file_in_hypernet_data_is_rejected_naming_it(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    shutil.copy(mnist_test_dir / IMAGES, tmp_path / IMAGES)
+    raw = bytearray(gzip.decompress((mnist_test_dir / LABELS).read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # the last label changed: still a valid IDX file
+    (tmp_path / LABELS.removesuffix(".gz")).write_bytes(bytes(raw))
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path))
+    with pytest.raises(ChecksumError) as err:
+        load_mnist("test")
+    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(err.value)
+    assert "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2" in str(err.value)  # expected
+    assert _Handler.requests == []  # the user's own file is not silently replaced by a download
+    assert (tmp_path / LABELS.removesuffix(".gz")).read_bytes() == bytes(raw)
+
+
+def test_hypernet_data_pointing_at_a_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path / "file"))
+    with pytest.raises(DataError, match=r"HYPERNET_DATA=.*file: not a folder"):
+        load_mnist("test")
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_recompressed_and_raw_copies_are_accepted(tmp_path: Path, mnist_test_dir: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    images = gzip.decompress((mnist_test_dir / IMAGES).read_bytes())
+    (folder / IMAGES).write_bytes(gzip.compress(images, compresslevel=1))  # other .gz bytes, same content
+    assert (folder / IMAGES).read_bytes() != (mnist_test_dir / IMAGES).read_bytes()
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress((mnist_test_dir / LABELS).read_bytes()))
+    before = _snapshot(folder)
+    data = load_mnist("test", folder)
+    reference = load_mnist("test", mnist_test_dir)
+    assert torch.equal(data.x, reference.x) and torch.equal(data.y, reference.y)
+    assert _snapshot(folder) == before  # read only
+
+
+def test_full_shared_mnist_recompressed_training_files_verify(mnist_dir: Path) -> None:
+    data = load_mnist("train", mnist_dir, download=False)
+    assert data.x.shape == (60000, 784) and torch.bincount(data.y).tolist() == MNIST_TRAIN_COUNTS
+
+
+@pytest.mark.parametrize("form", ["raw", "regzipped", "gzip-bytes"])
+def test_byte_flipped_copy_is_refused_naming_the_file(form: str, tmp_path: Path, mnist_test_dir: Path) -> None:
+    shutil.copy(mnist_test_dir / LABELS, tmp_path / LABELS)
+    images = bytearray(gzip.decompress((mnist_test_dir / IMAGES).read_bytes()))
+    if form == "gzip-bytes":  # a byte flipped in the compressed stream itself
+        blob = bytearray((mnist_test_dir / IMAGES).read_bytes())
+        blob[len(blob) // 2] ^= 0x10
+        bad = tmp_path / IMAGES
+        bad.write_bytes(bytes(blob))
+    else:
+        images[5000] ^= 0x01  # one pixel value in the body: the IDX header is still valid
+        bad = tmp_path / (IMAGES.removesuffix(".gz") if form == "raw" else IMAGES)
+        bad.write_bytes(bytes(images) if form == "raw" else gzip.compress(bytes(images)))
+    with pytest.raises(DataError) as err:
+        load_mnist("test", tmp_path)
+    assert str(bad) in str(err.value)
+    if form != "gzip-bytes":  # a damaged gzip stream may fail its own CRC before any checksum
+        assert isinstance(err.value, ChecksumError)
+        assert "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7" in str(err.value)
+
+
+def test_missing_file_in_data_dir_is_named_and_nothing_is_fetched_or_written(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path / "cache"))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(mnist_test_dir / IMAGES, folder / IMAGES)
+    before = _snapshot(folder)
+    names = "t10k-labels-idx1-ubyte.gz or t10k-labels-idx1-ubyte"
+    with pytest.raises(MissingDataError, match=f"{names} not found in {folder}"):
+        load_mnist("test", folder)
+    assert _snapshot(folder) == before and _Handler.requests == [] and not (tmp_path / "cache").exists()
+
+
+def test_content_checksum_is_the_same_for_gzip_and_raw(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 50
+    (tmp_path / "a.gz").write_bytes(gzip.compress(payload, compresslevel=9))
+    (tmp_path / "b").write_bytes(gzip.compress(payload, compresslevel=1))
+    (tmp_path / "c").write_bytes(payload)
+    expected = hashlib.sha256(payload).hexdigest()  # independent: hashlib on the plain bytes
+    content = Checksum("sha256", expected, content=True)
+    assert all(content.matches(tmp_path / n) for n in ("a.gz", "b", "c"))
+    assert not Checksum("sha256", expected).matches(tmp_path / "a.gz")  # a file checksum sees the gzip bytes
+    (tmp_path / "d.gz").write_bytes(gzip.compress(payload)[:-9])  # truncated gzip
+    assert not content.matches(tmp_path / "d.gz")
+    with pytest.raises(DataError, match="d.gz: not a valid gzip file"):
+        content.of_file(tmp_path / "d.gz")
 
 
 def test_splits_are_deterministic_and_stratified() -> None:
@@ -143,16 +278,32 @@ def test_splits_are_deterministic_and_stratified() -> None:
     assert torch.equal(perm.train[1].x.sort(1).values, a_train.x.sort(1).values)  # a permutation of pixels
 
 
-def test_hypernet_data_env_points_at_an_existing_folder(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HYPERNET_DATA", str(shared_dir / "datasets" / "mnist-test"))
+def test_hypernet_data_env_points_at_an_existing_folder(mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERNET_DATA", str(mnist_test_dir))
     data = load_mnist("test", download=False)  # files directly in the folder, no download
     assert torch.bincount(data.y).tolist() == MNIST_COUNTS
 
 
-def test_mnist_checksums_are_sha256_and_match_the_shared_files(shared_dir: Path) -> None:
+def test_mnist_checksums_are_of_the_content_and_match_the_shared_files(mnist_dir: Path, mnist_test_dir: Path) -> None:
     from hypernet.data.mnist import FILES
 
-    assert all(c.algorithm == "sha256" and len(c.hexdigest) == 64 for _, c in FILES.values())
-    for key in ("test-images", "test-labels"):
-        name, checksum = FILES[key]
-        assert checksum.matches(shared_dir / "datasets" / "mnist-test" / name)
+    for name, checksum in FILES.values():
+        assert checksum.algorithm == "sha256" and checksum.content and len(checksum.hexdigest) == 64
+        # independent of the code under test: hashlib over gzip.decompress of the shared copies
+        content = gzip.decompress((mnist_dir / name).read_bytes())
+        assert hashlib.sha256(content).hexdigest() == checksum.hexdigest, name
+    for name in (IMAGES, LABELS):
+        assert (mnist_dir / name).read_bytes() == (mnist_test_dir / name).read_bytes()
+
+
+def test_absent_shared_data_skips_locally_and_fails_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import need_shared
+
+    absent = tmp_path / "datasets" / "mnist"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"{absent} is absent"):
+        need_shared(absent)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires them"):
+        need_shared(absent)
+    assert need_shared(tmp_path) == tmp_path

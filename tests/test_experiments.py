@@ -39,8 +39,8 @@ def test_ntk_drift_shape(tmp_path: Path) -> None:
         assert res["loss_end"] < res["loss_start"]  # training happened
 
 
-def test_hyperkernel_images_beats_plain_ntk(tmp_path: Path, shared_dir: Path) -> None:
-    summary = _run("hyperkernel-images", tmp_path / "hk", f"data_dir={shared_dir / 'datasets' / 'mnist-test'}")
+def test_hyperkernel_images_beats_plain_ntk(tmp_path: Path, mnist_test_dir: Path) -> None:
+    summary = _run("hyperkernel-images", tmp_path / "hk", f"data_dir={mnist_test_dir}")
     psnr = summary["psnr"]
     hyper, plain = psnr["hyperkernel (NTK of h)"], psnr["plain NTK of g (x only)"]
     # the hyperkernel sees the context z; the NTK of g alone can only predict one mean image
@@ -48,10 +48,13 @@ def test_hyperkernel_images_beats_plain_ntk(tmp_path: Path, shared_dir: Path) ->
     assert hyper["sample_images_psnr_db"] > plain["sample_images_psnr_db"] + 3.0
 
 
-def test_rotation_widths_runs(tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HYPERNET_DATA", "")  # restored after the test: --data-dir sets it for the process
+def test_rotation_widths_runs(tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path / "no-cache"))  # --data-dir alone must suffice
     args = ["run", "rotation-widths", "--quick", "--out", str(tmp_path / "rw"), "--no-progress"]
-    assert main([*args, "--data-dir", str(shared_dir / "datasets" / "mnist-test")]) == 0
+    assert main([*args, "--data-dir", str(mnist_test_dir)]) == 0
+    config = json.loads((tmp_path / "rw" / "config.json").read_text())
+    assert config["config"]["data_dir"] == str(mnist_test_dir.resolve())
+    assert not (tmp_path / "no-cache").exists()
     summary = json.loads((tmp_path / "rw" / "summary.json").read_text())
     assert len(summary["runs"]) == 4
     assert all(0.0 <= r["test_error"] <= 1.0 for r in summary["runs"].values())

@@ -97,3 +97,26 @@ def test_bad_config_values() -> None:
     cfg = TrainConfig(steps=100, lr=1.0, schedule="cosine", warmup=10)
     assert cfg.lr_at(0) == pytest.approx(0.1) and cfg.lr_at(10) == pytest.approx(1.0)
     assert cfg.lr_at(99) < 0.01
+
+
+def test_prune_removes_orphans_and_superseded_checkpoints_only(tmp_path: Path) -> None:
+    from hypernet.train.checkpoint import prune_checkpoints
+
+    model, step = _problem()
+    train("p", model, model.parameters(), step, CFG, tmp_path)
+    train("p-2", model, model.parameters(), step, CFG, tmp_path)
+    folder = tmp_path / "checkpoints"
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # a kill after the tensor file but before its JSON, and one before the oldest was removed
+    orphan = folder / "p-00000050.safetensors"
+    orphan.write_bytes(b"half")
+    (folder / "p-2-00000010.json").write_bytes((folder / "p-2-00000030.json").read_bytes())
+    (folder / "p-2-00000010.safetensors").write_bytes(b"old")
+    removed = prune_checkpoints(folder)
+    assert sorted(p.name for p in removed) == [
+        "p-00000050.safetensors",
+        "p-2-00000010.json",
+        "p-2-00000010.safetensors",
+    ]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    assert load_checkpoint(list_checkpoints(folder, "p")[-1], model)["step"] == 40

@@ -1,7 +1,9 @@
 """The `hypernet` command: `list`, `run NAME`, `demo`, `report DIR`.
 
-Bad input (unknown experiment or key, bad value, an occupied output folder) exits with code 2 and
-one line on stderr, no traceback; a diverged or failed run exits with code 1.
+Bad input (unknown experiment or key, a value out of range, an occupied output folder, missing or
+damaged data) exits with code 2 and one line on stderr, no traceback, before the run writes
+anything; a diverged or failed run exits with code 1. The experiments (and with them matplotlib,
+scikit-learn and rich, the `cli` extra) are imported only here, when a command needs them.
 """
 
 from __future__ import annotations
@@ -10,22 +12,26 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 
-from hypernet.data import DownloadError, IDXError
-from hypernet.experiments import EXPERIMENTS, RunContext, get
-from hypernet.experiments.registry import ConfigError
-from hypernet.report import build_report
+import hypernet
+from hypernet.data import DataError, MissingDataError
+from hypernet.report.html import ReportError
 from hypernet.train import CheckpointError, TrainingDiverged
 from hypernet.train.atomic import write_json
 
+if TYPE_CHECKING:
+    from hypernet.experiments.registry import Experiment
+
 DEMO = "split-digits"
+CLI_MODULES = ("matplotlib", "sklearn", "rich", "platformdirs")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +41,33 @@ class _Parser(argparse.ArgumentParser):
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2."""
+
+
+def _experiments() -> dict[str, Experiment]:
+    from hypernet.experiments import EXPERIMENTS
+
+    return EXPERIMENTS
+
+
+def _load_experiments() -> str | None:
+    """Import the experiments (matplotlib, scikit-learn, rich); a one-line error if the cli extra is
+    missing. Figures are files: unless the user chose a matplotlib backend (`MPLBACKEND`), the
+    non-interactive Agg one is set, before matplotlib is imported."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        import hypernet.experiments  # noqa: F401
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] in CLI_MODULES:
+            return f"the command line needs the cli extra (missing: {exc.name}); pip install 'hypernet[cli]'"
+        raise
+    return None
+
+
+def _get(name: str) -> Experiment:
+    from hypernet.experiments.registry import get
+
+    _experiments()
+    return get(name)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -55,84 +88,172 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_experiment(name: str, args: argparse.Namespace) -> int:
-    exp = get(name)
-    config = exp.make_config(_parse_sets(args.set or []), quick=args.quick)
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    existing = out / "config.json"
-    if existing.exists() and not args.resume:
-        raise UsageError(f"--out {out}: already holds a run; pass --resume to continue it, or choose another folder")
-    if args.resume and not existing.exists():
-        raise UsageError(f"--resume: {out} holds no run to resume")
-    if args.resume:
-        saved = json.loads(existing.read_text())
-        if saved.get("config") != json.loads(json.dumps(dataclasses.asdict(config))) or saved.get("seed") != args.seed:
-            raise UsageError(f"--resume: the config or seed differs from the run in {out}; pass the same --set/--seed")
-    device = _device(args.device)
+def _config_fields(exp: Experiment) -> list[str]:
+    return [f.name for f in dataclasses.fields(exp.config_cls)]
+
+
+def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
+    """Validate everything, claim the run folder, run, then write the summary, report and table."""
+    from hypernet.experiments import RunContext
+    from hypernet.experiments.rundir import check_out, claim, clean_leftovers, new_run_dir
+    from hypernet.report.table import print_table
+
+    exp = _get(name)
+    sets = _parse_sets(args.set or [])
     if args.data_dir:
+        if "data_dir" not in _config_fields(exp):
+            raise UsageError(f"--data-dir: {name} reads no data files")
+        if "data_dir" in sets:
+            raise UsageError("--data-dir and --set data_dir=...: give the folder once")
         if not Path(args.data_dir).is_dir():
             raise UsageError(f"--data-dir {args.data_dir}: not a folder")
-        os.environ["HYPERNET_DATA"] = str(Path(args.data_dir).resolve())
-    out.mkdir(parents=True, exist_ok=True)
-    command = "hypernet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    meta = {"experiment": name, "description": exp.description, "config": dataclasses.asdict(config)}
-    meta.update(seed=args.seed, quick=args.quick, device=str(device), command=command)
-    write_json(existing, meta)
+        sets["data_dir"] = str(Path(args.data_dir).resolve())
+    config = exp.make_config(sets, quick=args.quick)
+    device = _device(args.device)
+    if args.resume and not args.out:
+        raise UsageError("--resume: give the run's folder with --out")
+    out = Path(args.out) if args.out else None
+    config_json = json.loads(json.dumps(dataclasses.asdict(config)))
+    saved = check_out(out, name, args.resume) if out is not None else None
+    if saved is not None and (saved.get("config") != config_json or saved.get("seed") != args.seed):
+        raise UsageError(f"--resume: the config or seed differs from the run in {out}; pass the same --set/--seed")
+    if exp.prepare is not None:
+        exp.prepare(config)  # find, fetch and verify the data before the run folder exists
+    if args.resume and out is not None:
+        removed = clean_leftovers(out)
+        if removed:
+            print(f"removed {len(removed)} leftover file(s) of the killed run", flush=True)
+    else:
+        out = out if out is not None else new_run_dir(Path("runs"), name)
+        meta = {"experiment": name, "description": exp.description, "config": config_json, "seed": args.seed}
+        meta.update(quick=args.quick, device=str(device), command=command, started=_now(), versions=_versions())
+        claim(out, meta)
     torch.manual_seed(args.seed)
     ctx = RunContext(
         out=out, seed=args.seed, device=device, quick=args.quick, resume=args.resume, progress=not args.no_progress
     )
     print(f"running {name} into {out}", flush=True)
+    start = time.monotonic()
     summary = exp.run(config, ctx)
     write_json(out / "summary.json", summary)
-    report = build_report(out)
-    print(f"summary: {out / 'summary.json'}\nreport:  {report}")
+    seconds = round(time.monotonic() - start, 1)
+    write_json(out / "run.json", {"finished": _now(), "seconds": seconds, "resumed": args.resume})
+    report = _report(out)
+    if exp.headline is not None:
+        print()
+        print_table(exp.headline(summary))
+    print(f"\nsummary: {out / 'summary.json'}\nreport:  {report}")
     return 0
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _versions() -> dict[str, str]:
+    return {"hypernet": hypernet.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _report(run_dir: Path) -> Path:
+    """Rebuild `run_dir/report.html`, with the experiment's headline table and captions if it is known."""
+    from hypernet.experiments.rundir import read_run_config
+    from hypernet.report import build_report
+
+    if not (run_dir / "config.json").exists():
+        raise UsageError(f"report {run_dir}: not a run directory (no config.json)")
+    config = read_run_config(run_dir)
+    exp = _experiments().get(config["experiment"])
+    return build_report(run_dir, exp.headline if exp else None, exp.captions if exp else None)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    p.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting (repeatable); see below")
+    p.add_argument("--out", help="run folder: new or empty (default runs/NAME-TIMESTAMP-XXXXXX), or a run to --resume")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quick", action="store_true", help="reduced size, for tests and a first look")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
-    p.add_argument("--data-dir", help="folder with datasets (MNIST IDX files); sets HYPERNET_DATA for the run")
+    p.add_argument("--data-dir", help="your folder with the MNIST files (read only; sets the data_dir setting)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hypernet", description="hypernetworks: experiments, reports and the demo")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the experiments")
-    run = sub.add_parser("run", help="run an experiment")
+    run = sub.add_parser(
+        "run",
+        help="run an experiment",
+        epilog="`hypernet run NAME --help` lists the settings of NAME; `hypernet list` the names",
+    )
     run.add_argument("name")
     _add_run_options(run)
-    demo = sub.add_parser("demo", help=f"the main job: `run {DEMO}` (offline, a few minutes on a CPU)")
+    demo = sub.add_parser("demo", help=f"the main job: `run {DEMO}` (offline, under a minute on a CPU)")
     _add_run_options(demo)
     report = sub.add_parser("report", help="rebuild a run's report.html")
     report.add_argument("dir")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _experiment_help(argv: list[str]) -> str | None:
+    """`run NAME --help` / `demo --help`: the options and every setting of NAME, or None."""
+    if not argv or argv[0] not in ("run", "demo") or not ({"-h", "--help"} & set(argv)):
+        return None
+    if argv[0] == "demo":
+        name = DEMO
+    elif len(argv) > 1 and not argv[1].startswith("-"):
+        name = argv[1]
+    else:
+        return None
+    from hypernet.experiments.settings import settings_help
+
+    exp = _get(name)
+    prog = "hypernet demo" if argv[0] == "demo" else f"hypernet run {name}"
+    p = _Parser(
+        prog=prog,
+        description=f"{name}: {exp.description}",
+        epilog=f"settings (--set KEY=VALUE; tuples as 800 or 50,200):\n{settings_help(exp.config_cls, exp.quick)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(p)
+    return p.format_help()
+
+
+def _main(argv: list[str]) -> int:
+    help_text = _experiment_help(argv)
+    if help_text is not None:
+        print(help_text, end="")
+        return 0
     args = build_parser().parse_args(argv)
+    if args.command == "list":
+        for name, exp in sorted(_experiments().items()):
+            print(f"{name:<22} {exp.description}")
+        return 0
+    if args.command == "report":
+        print(_report(Path(args.dir)))
+        return 0
+    command = "hypernet " + shlex.join(argv)
+    return run_experiment(DEMO if args.command == "demo" else args.name, args, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    missing = _load_experiments()
+    if missing:
+        print(f"hypernet: error: {missing}", file=sys.stderr)
+        return 2
+    from hypernet.experiments.settings import ConfigError
+
     try:
-        if args.command == "list":
-            for name, exp in sorted(EXPERIMENTS.items()):
-                print(f"{name:<22} {exp.description}")
-            return 0
-        if args.command == "report":
-            if not (Path(args.dir) / "config.json").exists():
-                raise UsageError(f"report {args.dir}: not a run directory (no config.json)")
-            print(build_report(Path(args.dir)))
-            return 0
-        return run_experiment(DEMO if args.command == "demo" else args.name, args)
-    except (UsageError, ConfigError) as exc:
+        return _main(argv)
+    except (UsageError, ConfigError, ReportError) as exc:
         print(f"hypernet: error: {exc}", file=sys.stderr)
         return 2
-    except (DownloadError, IDXError, FileNotFoundError) as exc:
-        print(f"hypernet: error: {exc} (point --data-dir at a folder that has the files)", file=sys.stderr)
+    except MissingDataError as exc:
+        print(f"hypernet: error: {exc} (point --data-dir at a folder that has them)", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"hypernet: error: {exc}", file=sys.stderr)
         return 2
     except (TrainingDiverged, CheckpointError) as exc:
         print(f"hypernet: run stopped: {exc}", file=sys.stderr)

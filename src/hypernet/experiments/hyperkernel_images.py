@@ -14,35 +14,56 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
 import hypernet as hn
-from hypernet.data import load_mnist
+from hypernet.data import MNIST_SIZES, check_mnist, load_mnist
 from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.settings import Relation, setting
 from hypernet.kernels import hyper_ntk, mlp_ntk
+from hypernet.report.table import Table
 
 
 @dataclass
 class HyperkernelImagesConfig:
-    train_digits: int = 300
-    pixels_per_digit: int = 30
-    test_digits: int = 30
-    data_dir: str = ""  # MNIST folder; empty: $HYPERNET_DATA or the user cache (downloads if missing)
-    image_side: int = 32  # sample images downsampled to image_side x (1.5 image_side)
-    observed_fraction: float = 0.3
-    frequencies: int = 4
-    f_depth: int = 1
-    g_depth: int = 2
-    weight_var: float = 2.0
-    bias_var: float = 0.1
-    diag_reg: float = 1e-4
-    hyper_steps: int = 1500
-    hyper_width: int = 256
-    primary_width: int = 64
+    train_digits: int = setting(300, "MNIST training digits (contexts)", ge=1)
+    pixels_per_digit: int = setting(30, "random pixels observed per training digit", ge=1, le=784)
+    test_digits: int = setting(30, "held-out digits whose bottom half is predicted", ge=1)
+    data_dir: str = setting(
+        "", "folder with the MNIST test files (empty: $HYPERNET_DATA or the user cache, downloading)", folder=True
+    )
+    image_side: int = setting(32, "sample images are downsampled to image_side x 1.5 image_side pixels", ge=4)
+    observed_fraction: float = setting(0.3, "fraction of each sample image's pixels observed", gt=0, lt=1)
+    frequencies: int = setting(4, "Fourier frequencies per pixel coordinate", ge=1)
+    f_depth: int = setting(1, "hidden layers of the hypernetwork f (kernels)", ge=0)
+    g_depth: int = setting(2, "hidden layers of the primary network g (kernels)", ge=0)
+    weight_var: float = setting(2.0, "weight variance sigma_w^2 of the kernels", gt=0)
+    bias_var: float = setting(0.1, "bias variance sigma_b^2 of the kernels", ge=0)
+    diag_reg: float = setting(1e-4, "ridge added to the kernel diagonal, relative to its mean", gt=0)
+    hyper_steps: int = setting(1500, "Adam steps of the finite hypernetwork", ge=1)
+    hyper_width: int = setting(256, "hidden width of the finite hypernetwork", ge=1)
+    primary_width: int = setting(64, "hidden width of the finite primary network", ge=1)
+
+    RELATIONS: ClassVar[tuple[Relation, ...]] = (
+        Relation(
+            ("train_digits", "test_digits"),
+            lambda c: c.train_digits + c.test_digits <= MNIST_SIZES["test"],
+            f"train_digits + test_digits <= {MNIST_SIZES['test']:,} (the MNIST test split)",
+        ),
+        Relation(
+            ("image_side", "observed_fraction"),
+            lambda c: (
+                1
+                <= int(c.observed_fraction * c.image_side * int(c.image_side * 1.5))
+                < c.image_side * int(c.image_side * 1.5)
+            ),
+            "at least one observed and one hidden pixel per sample image",
+        ),
+    )
 
 
 def fourier(coords: Tensor, frequencies: int) -> Tensor:
@@ -218,6 +239,14 @@ def _sample_images(cfg: HyperkernelImagesConfig, ctx: RunContext) -> tuple[dict[
         "hyper_steps": 150,
         "hyper_width": 64,
     },
+    headline=lambda summary: headline(summary),
+    captions={
+        "mnist_completion": "MNIST completion: held-out digits (top row) and their bottom halves as predicted "
+        "by each method from the top half.",
+        "sample_images": "scikit-learn's two sample images (left) and each method's reconstruction of the pixels "
+        "it did not observe.",
+    },
+    prepare=lambda cfg: check_mnist("test", cfg.data_dir or None),
 )
 def run(cfg: HyperkernelImagesConfig, ctx: RunContext) -> dict[str, Any]:
     mnist_scores, fig = _mnist(cfg, ctx)
@@ -231,3 +260,13 @@ def run(cfg: HyperkernelImagesConfig, ctx: RunContext) -> dict[str, Any]:
         for name in mnist_scores
     }
     return {"psnr": table}
+
+
+def headline(summary: dict[str, Any]) -> Table:
+    """PSNR of each method on both tasks."""
+    rows = [[name, r["mnist_completion_psnr_db"], r["sample_images_psnr_db"]] for name, r in summary["psnr"].items()]
+    return Table(
+        "Hyperkernel images: PSNR in dB (higher is better)",
+        ["method", "MNIST completion", "sample images"],
+        rows,
+    )

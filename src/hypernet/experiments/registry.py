@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
 
-matplotlib.use("Agg")  # figures are files; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from hypernet.train import TrainConfig, train  # noqa: E402
-from hypernet.train.loop import EvalFn, StepFn  # noqa: E402
-from hypernet.train.metrics import read_metrics  # noqa: E402
+from hypernet.experiments.settings import ConfigError, parse_value, validate
+from hypernet.report.table import Table
+from hypernet.train import TrainConfig, train
+from hypernet.train.atomic import atomic_write
+from hypernet.train.loop import EvalFn, StepFn
+from hypernet.train.metrics import read_metrics
 
 
 @dataclass
@@ -68,9 +67,7 @@ class RunContext:
     def save_figure(self, fig: plt.Figure, name: str) -> Path:
         """Save `fig` as `figures/NAME.png` and close it."""
         path = self.figures / f"{name}.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
         plt.close(fig)
         return path
 
@@ -79,7 +76,10 @@ class RunContext:
 class Experiment:
     """A named experiment: `run(config, ctx) -> summary` with `config` an instance of `config_cls`.
 
-    `quick` overrides applied by `--quick` (a reduced size for tests).
+    `quick`: the overrides `--quick` applies (a reduced size for tests). `headline(summary)`: the
+    short table of results shown at the end of a run and at the top of its report. `captions`:
+    one sentence per figure (by file stem). `prepare(config)`: checks or fetches what the run
+    reads (data files) before the run folder is made, so that a missing file writes nothing.
     """
 
     name: str
@@ -87,9 +87,13 @@ class Experiment:
     config_cls: type
     run: Callable[[Any, RunContext], dict[str, Any]]
     quick: dict[str, Any] = field(default_factory=dict)
+    headline: Callable[[dict[str, Any]], Table] | None = None
+    captions: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[Any], None] | None = None
 
     def make_config(self, overrides: dict[str, str], quick: bool = False) -> Any:
-        """The config with `--quick` values, then `key=value` overrides parsed to each field's type."""
+        """The config with `--quick` values, then `key=value` overrides parsed to each field's type,
+        validated (ranges and relations) before anything is written."""
         hints = typing.get_type_hints(self.config_cls)
         names = [f.name for f in dataclasses.fields(self.config_cls)]
         values: dict[str, Any] = dict(self.quick) if quick else {}
@@ -98,59 +102,34 @@ class Experiment:
                 raise ConfigError(f"--set {key}: unknown key for {self.name}; keys are {', '.join(names)}")
             values[key] = parse_value(key, raw, hints[key])
         try:
-            return self.config_cls(**values)
+            config = self.config_cls(**values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"--set: {exc}") from exc
-
-
-class ConfigError(ValueError):
-    """A bad `--set` key or value."""
-
-
-def parse_value(key: str, raw: str, tp: Any) -> Any:
-    """Parse `raw` as type `tp` (bool, int, float, str, tuple[int, ...], or a union with None)."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if raw not in choices:
-            raise ConfigError(f"--set {key}={raw}: expected one of {', '.join(map(str, choices))}")
-        return raw
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if raw.lower() in ("none", "null"):
-            return None
-        return parse_value(key, raw, args[0])
-    try:
-        if tp is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if tp in (int, float, str):
-            return tp(raw)
-        if origin is tuple:
-            (item, *_rest) = typing.get_args(tp)
-            return tuple(parse_value(key, part, item) for part in raw.split(",") if part.strip())
-    except ValueError:
-        pass
-    else:
-        raise ConfigError(f"--set {key}: type {tp} is not settable from the command line")
-    raise ConfigError(f"--set {key}={raw}: expected {getattr(tp, '__name__', tp)}")
+        validate(config)
+        return config
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def register(
-    name: str, description: str, config_cls: type, quick: dict[str, Any] | None = None
+    name: str,
+    description: str,
+    config_cls: type,
+    quick: dict[str, Any] | None = None,
+    *,
+    headline: Callable[[dict[str, Any]], Table] | None = None,
+    captions: dict[str, str] | None = None,
+    prepare: Callable[[Any], None] | None = None,
 ) -> Callable[[Callable[[Any, RunContext], dict[str, Any]]], Callable[[Any, RunContext], dict[str, Any]]]:
-    """Decorator: `@register("name", "what it shows", Config, quick={...})` on a run function."""
+    """Decorator: `@register("name", "what it shows", Config, quick={...}, headline=fn)` on a run function."""
 
     def wrap(fn: Callable[[Any, RunContext], dict[str, Any]]) -> Callable[[Any, RunContext], dict[str, Any]]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
-        EXPERIMENTS[name] = Experiment(name, description, config_cls, fn, dict(quick or {}))
+        EXPERIMENTS[name] = Experiment(
+            name, description, config_cls, fn, dict(quick or {}), headline, dict(captions or {}), prepare
+        )
         return fn
 
     return wrap

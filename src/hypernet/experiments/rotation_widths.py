@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,24 +22,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hypernet as hn
-from hypernet.data import load_mnist
+from hypernet.data import MNIST_SIZES, check_mnist, load_mnist
 from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.settings import Relation, setting
+from hypernet.report.table import Table
 from hypernet.train import TrainConfig
 
 
 @dataclass
 class RotationWidthsConfig:
-    n_f_values: tuple[int, ...] = (50, 200, 800)
-    n_g_values: tuple[int, ...] = (5, 20, 80)
-    bottleneck: int = 100
-    n_train: int = 2000
-    n_test: int = 1000
-    split: Literal["train", "test"] = "test"  # the MNIST split to draw from ("train" needs the download)
-    data_dir: str = ""
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    classes: int = 12
+    n_f_values: tuple[int, ...] = setting((50, 200, 800), "hypernetwork widths n_f to sweep", ge=1, min_items=1)
+    n_g_values: tuple[int, ...] = setting((5, 20, 80), "primary widths n_g to sweep", ge=1, min_items=1)
+    bottleneck: int = setting(100, "width of the hypernetwork's last hidden layer", ge=1)
+    n_train: int = setting(2000, "training images", ge=1)
+    n_test: int = setting(1000, "test images (disjoint from the training images)", ge=1)
+    split: Literal["train", "test"] = setting("test", "MNIST split to draw the images from")
+    data_dir: str = setting(
+        "", "folder with the MNIST files (empty: $HYPERNET_DATA or the user cache, downloading)", folder=True
+    )
+    epochs: int = setting(10, "passes over the training images", ge=1)
+    batch_size: int = setting(64, "images per step", ge=1)
+    lr: float = setting(1e-3, "Adam learning rate", gt=0)
+    classes: int = setting(12, "rotation classes (360 / classes degrees each)", ge=2)
+
+    RELATIONS: ClassVar[tuple[Relation, ...]] = (
+        Relation(
+            ("n_train", "n_test", "split"),
+            lambda c: c.n_train + c.n_test <= MNIST_SIZES[c.split],
+            "n_train + n_test <= the images of the split ("
+            + ", ".join(f"{n:,} in {s}" for s, n in MNIST_SIZES.items())
+            + ")",
+        ),
+    )
 
 
 def rotate(images: Tensor, degrees: Tensor) -> Tensor:
@@ -76,11 +90,15 @@ class RotationHyperModel(nn.Module):
     "rotation prediction on MNIST: test error against hypernetwork widths n_f, n_g",
     RotationWidthsConfig,
     quick={"n_f_values": (16, 64), "n_g_values": (4, 16), "n_train": 300, "n_test": 200, "epochs": 2, "bottleneck": 16},
+    headline=lambda summary: headline(summary),
+    captions={
+        "rotation_test_error": "Test error of rotation prediction for each pair of widths: hypernetwork n_f "
+        "(rows) and primary network n_g (columns)."
+    },
+    prepare=lambda cfg: check_mnist(cfg.split, cfg.data_dir or None),
 )
 def run(cfg: RotationWidthsConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_mnist(cfg.split, cfg.data_dir or None)
-    if cfg.n_train + cfg.n_test > len(data):
-        raise ValueError(f"n_train + n_test = {cfg.n_train + cfg.n_test} exceeds the {len(data)} images of {cfg.split}")
     g = torch.Generator().manual_seed(ctx.seed)
     order = torch.randperm(len(data), generator=g)
     images = data.x.view(-1, 28, 28)
@@ -140,3 +158,14 @@ def run(cfg: RotationWidthsConfig, ctx: RunContext) -> dict[str, Any]:
     fig.colorbar(im, ax=ax)
     ctx.save_figure(fig, "rotation_test_error")
     return {"runs": results, "chance_error": 1 - 1 / cfg.classes}
+
+
+def headline(summary: dict[str, Any]) -> Table:
+    """Test error and hypernetwork size for every width pair."""
+    rows = [[r["n_f"], r["n_g"], r["test_error"], r["hypernetwork_parameters"]] for r in summary["runs"].values()]
+    return Table(
+        "Rotation prediction: test error by width",
+        ["hypernetwork width n_f", "primary width n_g", "test error", "hypernetwork parameters"],
+        rows,
+        note=f"chance error {summary['chance_error']:.3f}",
+    )

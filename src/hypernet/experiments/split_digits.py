@@ -16,31 +16,29 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet.data import TaskSet, load_digits, split_tasks, train_test_split
 from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.settings import setting
+from hypernet.report.table import Table
 from hypernet.train import TrainConfig
 
 
 @dataclass
 class SplitDigitsConfig:
-    steps: int = 1500
-    batch_size: int = 32  # per task and step
-    lr: float = 2e-3
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    hidden: tuple[int, ...] = (32,)  # the generated classifier: 64 -> hidden -> 2
-    hyper_hidden: tuple[int, ...] = (64,)
-    embedding_dim: int = 8
-    parametrizations: tuple[str, ...] = ("standard", "mip")
-    test_fraction: float = 0.25
-    train_per_task: int = 40  # training images per task (0: all ~290); few, so sharing across tasks matters
-    eval_every: int = 100
-    checkpoint_every: int = 100
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.parametrizations if p not in ("standard", "ntk", "mip")]
-        if bad or not self.parametrizations:
-            raise ValueError(f"parametrizations: each must be standard, ntk or mip, got {list(self.parametrizations)}")
-        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch_size, eval_every and checkpoint_every must be positive")
+    steps: int = setting(1500, "training steps per model", ge=1)
+    batch_size: int = setting(32, "images per task in each step", ge=1)
+    lr: float = setting(2e-3, "learning rate", gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "optimizer")
+    schedule: Literal["constant", "cosine", "step"] = setting("constant", "learning-rate schedule")
+    hidden: tuple[int, ...] = setting((32,), "hidden widths of the generated classifier 64 -> hidden -> 2", ge=1)
+    hyper_hidden: tuple[int, ...] = setting((64,), "hidden widths of the hypernetwork", ge=1)
+    embedding_dim: int = setting(8, "task-embedding size (standard and ntk parametrizations)", ge=1)
+    parametrizations: tuple[str, ...] = setting(
+        ("standard", "mip"), "hypernetwork parametrizations to train", min_items=1, choices=("standard", "ntk", "mip")
+    )
+    test_fraction: float = setting(0.25, "fraction of each digit class held out for testing", gt=0, lt=1)
+    # few training images, so that sharing across tasks matters
+    train_per_task: int = setting(40, "training images per task (0: all, about 290)", ge=0)
+    eval_every: int = setting(100, "steps between test evaluations", ge=1)
+    checkpoint_every: int = setting(100, "steps between checkpoints", ge=1)
 
 
 def classifier(hidden: tuple[int, ...], d_in: int = 64, d_out: int = 2) -> nn.Sequential:
@@ -115,6 +113,12 @@ def _accuracy(model: nn.Module, tasks: TaskSet, device: torch.device) -> list[fl
     "task-conditioned hypernetwork vs one network per task on split digits (the demo)",
     SplitDigitsConfig,
     quick={"steps": 150, "eval_every": 50, "checkpoint_every": 50},
+    headline=lambda summary: headline(summary),
+    captions={
+        "learning_curves": "Training loss (left, log scale) and mean test accuracy over the five tasks (right) "
+        "of each model during training.",
+        "per_task_accuracy": "Test accuracy of each model on each task (digit pair) at the end of training.",
+    },
 )
 def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     train_set, test_set = train_test_split(load_digits(), cfg.test_fraction, seed=ctx.seed)
@@ -187,3 +191,18 @@ def _figures(ctx: RunContext, results: dict[str, Any], tasks: TaskSet) -> None:
     )
     ax.legend(fontsize=8, loc="lower right")
     ctx.save_figure(fig, "per_task_accuracy")
+
+
+def headline(summary: dict[str, Any]) -> Table:
+    """Mean and per-task test accuracy and trainable parameters of each model."""
+    tasks = ["/".join(map(str, t)) for t in summary["tasks"]]
+    rows = [
+        [name, res["mean_acc"], *res["per_task_acc"], res["trainable_parameters"]]
+        for name, res in sorted(summary["models"].items(), key=lambda kv: -kv[1]["mean_acc"])
+    ]
+    return Table(
+        "Split digits: test accuracy (mean over the tasks, then per task)",
+        ["model", "mean", *[f"digits {t}" for t in tasks], "trainable parameters"],
+        rows,
+        note=f"chance accuracy {summary['chance_acc']:g}",
+    )

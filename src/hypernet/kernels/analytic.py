@@ -53,7 +53,7 @@ def mlp_recursion(
 ) -> Kernel:
     """NNGP `K^{L+1}` and the backward product `T^{L+1}` of `depth` hidden layers plus readout.
 
-    With `rho`, every layer's covariance is multiplied by `Σ_f` (SOURCES.md §1). `released=True`
+    With `rho`, every layer's covariance is multiplied by `Σ_f` (docs/theory.md). `released=True`
     follows the official hyperkernel code instead: the correlation `ρ/sqrt(ρ₁ρ₂)` in the forward
     layers and no `Σ_f` factor in the readout nor in the backward products. `same_offset=s` says
     that `x1[i]` is `x2[s + i]` (a row block of a symmetric kernel): those entries are then

@@ -4,7 +4,7 @@ Notation (fixed across the API): `z` is the hypernetwork's input and `x` the pri
 (the paper writes `h(x, z) = g(z; f(x))` with the letters the other way round). The model is
 `h(x, z) = g(x; f(z))`: `f` an MLP of `f_depth` hidden layers whose output is every weight and bias
 of `g`, an MLP of `g_depth` hidden layers with a scalar readout; only `f` is trained. Both in NTK
-parametrization. With `Σ_f`, `Θ_f` the NNGP and NTK of `f` per output unit (SOURCES.md §1):
+parametrization. With `Σ_f`, `Θ_f` the NNGP and NTK of `f` per output unit (docs/theory.md):
 
     GP kernel:   K_h = K^{L+1}(x, x')    (g's NNGP recursion, every layer times Σ_f(z, z'))
     hyperkernel: Θ_h = Θ_f(z, z') · T^{L+1}(x, x')
@@ -40,7 +40,7 @@ def hyper_kernel(
     """Both hypernetwork kernels for pairs `(x1[i], z1[i])` against `(x2[j], z2[j])`.
 
     Shapes: `x1: [N1, d]`, `z1: [N1, d_z]`, `x2: [N2, d]`, `z2: [N2, d_z]` (defaults: the first set).
-    `variant="exact"` implements SOURCES.md §1; `"released"` reproduces the official code's
+    `variant="exact"` implements docs/theory.md; `"released"` reproduces the official code's
     simplification (correlation instead of covariance, fewer `Σ_f` factors), for comparison.
     """
     validate.choice("variant", variant, ("exact", "released"))

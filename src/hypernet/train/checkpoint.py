@@ -82,6 +82,35 @@ def save_checkpoint(
     return json_path
 
 
+_CHECKPOINT_FILE = re.compile(r"^(.+)-(\d{8})\.(json|safetensors)$")
+
+
+def prune_checkpoints(folder: Path, keep: int = 2) -> list[Path]:
+    """Remove what a killed run left in `folder`: tensor files whose JSON was never written (a
+    checkpoint counts only once its JSON exists) and, per name, complete checkpoints older than
+    the `keep` newest (a kill between writing a new one and removing the oldest). Returns what
+    was removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    names = set()
+    for path in sorted(folder.iterdir()):
+        match = _CHECKPOINT_FILE.match(path.name)
+        if match is None:
+            continue
+        names.add(match.group(1))
+        if match.group(3) == "safetensors" and not path.with_suffix(".json").exists():
+            path.unlink()
+            removed.append(path)
+    for name in sorted(names):
+        for old in list_checkpoints(folder, name)[:-keep]:
+            for path in (old, old.with_suffix(".safetensors")):
+                if path.exists():
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def list_checkpoints(folder: Path, name: str) -> list[Path]:
     """Complete checkpoints (their JSON written) of `name`, oldest first."""
     pattern = re.compile(re.escape(name) + r"-(\d{8})\.json$")

@@ -71,10 +71,13 @@ class _Progress:
 
     def __init__(self, name: str, total: int, start: int, log_every: int, enabled: bool) -> None:
         self.name, self.total, self.log_every = name, total, log_every
+        self.enabled = enabled
         self.bar = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+            try:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            except ImportError:  # the core without the cli extra: plain lines
+                return
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -84,7 +87,6 @@ class _Progress:
             )
             self.bar.start()
             self.task = self.bar.add_task(name, total=total, completed=start, info="")
-        self.enabled = enabled
 
     def update(self, step: int, info: str) -> None:
         if self.bar is not None:
@@ -143,7 +145,7 @@ def train(
             loss, metrics = step_fn(step, generator)
             if not torch.isfinite(loss.detach()):
                 where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                raise TrainingDiverged(f"{name}: loss became {float(loss)} at step {step + 1}; {where}")
+                raise TrainingDiverged(f"{name}: loss became {float(loss.detach())} at step {step + 1}; {where}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
