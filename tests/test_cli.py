@@ -100,6 +100,9 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--set parametrizations=mip,foo: expected at least 1 item; each one of standard, ntk, mip",
         ),
         (["run", "split-digits", "--set", "lr=0"], "--set lr=0: expected > 0"),
+        (["run", "split-digits", "--set", "lr=nan"], "--set lr=nan: expected float"),
+        (["run", "split-digits", "--set", "lr=inf"], "--set lr=inf: expected float"),
+        (["run", "split-digits", "--set", "test_fraction=-inf"], "--set test_fraction=-inf: expected float"),
         (["run", "split-digits", "--set", "test_fraction=2"], "--set test_fraction=2: expected in (0, 1)"),
         (
             ["run", "rotation-widths", "--set", "n_f_values=(800,x)"],

@@ -9,6 +9,7 @@ A config is a dataclass whose fields are made with `setting`; relations between 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -53,6 +54,8 @@ class Rule:
         return ""
 
     def ok(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False  # NaN compares false with every bound, and inf passes one-sided ones
         return not (
             (self.ge is not None and v < self.ge)
             or (self.gt is not None and v <= self.gt)
@@ -184,7 +187,12 @@ def _scalar(raw: str, tp: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(raw)
-    if tp in (int, float, str):
+    if tp is float:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)  # nan / inf: never a meaningful setting
+        return value
+    if tp in (int, str):
         return tp(raw)
     raise ConfigError(f"type {tp} is not settable from the command line")
 
