@@ -276,6 +276,8 @@ def test_hypernetize_picks_a_chunked_head_above_the_bound() -> None:
     with pytest.warns(UserWarning, match=r"would have 7,395 parameters \(> max_head_params = 1,000\)"):
         model = hn.hypernetize(module, 2, hidden=(16,), max_head_params=1000)
     assert isinstance(model.hypernetwork, hn.ChunkedHyperNetwork)
+    head = model.hypernetwork.head
+    assert head.weight.numel() + head.bias.numel() <= 1000  # the chunked head respects the bound
     x = torch.randn(3, 6)
     torch.testing.assert_close(model(x, torch.rand(3, 2)), module(x), atol=1e-6, rtol=1e-6)
     with warnings.catch_warnings():
@@ -334,6 +336,8 @@ def test_load_refuses_a_file_that_does_not_fit_and_leaves_the_model_alone(tmp_pa
         hn.load(tmp_path / "mip.safetensors", model)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"hn.load\(path, model\)"):
+        hn.load(model, tmp_path / "mip.safetensors")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="no file at"):
         hn.load(tmp_path / "absent.safetensors", model)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")

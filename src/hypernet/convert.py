@@ -77,6 +77,9 @@ def hypernetize(
     target = TargetNetwork(module, generate)
     if design == "auto":
         design = _auto_design(target.spec.numel, hidden, cond_features, max_head_params)
+        if design == "chunked":  # chunks no longer than the whole vector, nor than the bound allows
+            width = hidden[-1] if hidden else cond_features
+            design_kwargs.setdefault("chunk_size", max(1, min(4096, target.spec.numel, max_head_params // (width + 1))))
     extra: dict[str, Any] = {} if design == "lowrank" else {"residual": True}
     hyper = DESIGNS[design](
         cond_features,

@@ -64,6 +64,8 @@ def load(path: str | os.PathLike[str], model: nn.Module, strict: bool = True) ->
     `model` is unchanged unless everything matches. `strict=False` loads what matches and ignores
     names that the file or the model lacks (shapes must still match).
     """
+    if isinstance(path, nn.Module) or not isinstance(model, nn.Module):
+        raise TypeError("load: call it as hn.load(path, model), a file path first and the nn.Module second")
     src = Path(path)
     if not src.is_file():
         raise FileNotFoundError(f"path: no file at {src}")
