@@ -11,8 +11,8 @@ and updates its running buffers once, exactly like an ordinary forward pass.
 Only functions with a rule (`_RULES`, or added by `register_rule`) may touch a per-sample tensor;
 besides them only metadata is allowed (`dtype`, `device`, ...; `shape`, `size()`, `ndim` answer for
 one sample, as under `vmap`) and `.data` (read as `detach()`, itself per-sample). Anything else
-(`.T`, `.mT`, `t()`, `matmul`, ...) raises `NoBatchedRule` naming it: nothing is silently broadcast. `TargetNetwork(engine="auto")` then runs
-that module under `vmap`.
+(`.T`, `.mT`, `t()`, `matmul`, ...) raises `NoBatchedRule` naming it: nothing is silently
+broadcast. `TargetNetwork(engine="auto")` then runs that module under `vmap`.
 """
 
 from __future__ import annotations
