@@ -163,7 +163,9 @@ def supports(module: nn.Module, generated: Sequence[str]) -> bool:
 
 def _innermost_module() -> nn.Module | None:
     """The module whose `forward` is running deepest in the Python stack (for error messages and
-    to pick the module that `auto` runs under vmap)."""
+    to pick the module that `auto` runs under vmap). None while `torch.compile` traces."""
+    if torch.compiler.is_compiling():
+        return None
     frame = sys._getframe(2)
     while frame is not None:
         owner = frame.f_locals.get("self")

@@ -31,8 +31,8 @@ cannot do this, so a BatchNorm in training mode inside a module run under `vmap`
 
 Under `torch.autocast` the weights may come in the autocast dtype (e.g. bfloat16 from a
 hypernetwork that ran under autocast). Under `torch.compile` the `auto` engine uses the choice it
-has made so far (without the undo machinery): run one eager per-sample call first if a module
-needs the fallback.
+has made so far (without the undo machinery; run one eager per-sample call first if a module
+needs the fallback), and where some module runs under `vmap` the whole target does.
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ class TargetNetwork(nn.Module):
         if batch is None:
             raise ValueError("x: per-sample weights [B, P] need a Tensor input with a batch dimension")
         params = self._params(weights)
-        if self.engine == "vmap":
+        if self.engine == "vmap" or (self.vmap_modules and torch.compiler.is_compiling()):
+            # (a module under vmap inside the batched pass cannot be traced: the whole target then is)
             return self._vmap_forward(x, params, args, kwargs)
         if self.requested_engine == "batched" or torch.compiler.is_compiling():
             return self._batched_forward(x, params, args, kwargs, batch)
