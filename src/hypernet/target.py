@@ -203,6 +203,8 @@ class TargetNetwork(nn.Module):
         """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
         batch = _batch_size(x, self.batch_dim)
         self.check_weights(weights, batch)
+        if weights.dtype != self.dtype:  # the autocast dtype: back to the module's own, as a plain
+            weights = weights.to(self.dtype)  # module's parameters are (autocast casts per op again)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
         if weights.ndim == 2 and weights.shape[0] == 1:
