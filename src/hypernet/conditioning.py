@@ -10,7 +10,7 @@ Each is an `nn.Module` with `condition(x, cond) -> [..., C]`, which `HyperModel`
 
 Value checks (task ids in range, inputs in [0, 1]) read the values on the host, a device sync on a
 GPU: `validate=False` (`check_range=False` for `InputEncoding`) turns them off, and they are skipped
-while `torch.compile` traces.
+while `torch.compile` traces or a `torch.func` transform runs.
 """
 
 from __future__ import annotations
@@ -55,8 +55,11 @@ class TaskEmbedding(Conditioner):
 
 
 def checking(validate: bool) -> bool:
-    """Whether host-side value checks run now: asked for, and not while `torch.compile` traces."""
-    return validate and not torch.compiler.is_compiling()
+    """Whether host-side value checks run now: asked for, and neither `torch.compile` tracing nor
+    a `torch.func` transform (vmap, jacrev: used by the empirical kernels) is running, which
+    cannot read values."""
+    transforms = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+    return validate and not torch.compiler.is_compiling() and not transforms()
 
 
 def _check_task_ids(ids: Tensor | int, num_tasks: int, device: torch.device, validate: bool = True) -> Tensor:
