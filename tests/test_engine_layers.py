@@ -252,12 +252,20 @@ def test_embedding(padding_idx: int | None) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"max_norm": 1.0}, {"scale_grad_by_freq": True}])
-def test_embedding_unsupported_options_raise(kwargs: dict[str, Any]) -> None:
+def test_embedding_unsupported_options_raise_under_batched(kwargs: dict[str, Any]) -> None:
     # Catches: silently ignoring max_norm (which renormalises rows in place) or scale_grad_by_freq.
-    target = hn.TargetNetwork(nn.Embedding(10, 4, **kwargs))
+    target = hn.TargetNetwork(nn.Embedding(10, 4, **kwargs), engine="batched")
     w = target.initial_weights().expand(3, -1).clone()
     with pytest.raises(NotImplementedError, match="Embedding"):
         target(torch.randint(0, 10, (3, 4)), w)
+
+
+def test_embedding_scale_grad_by_freq_falls_back_and_equals_loop() -> None:
+    # Under engine="auto" the option without a batched rule runs under vmap: gradients scaled by each
+    # sample's own id counts, as its materialized module would have them.
+    ids = torch.tensor([[1, 1, 1, 2], [3, 4, 4, 5], [0, 0, 9, 9]])
+    target = check_against_loop(nn.Embedding(10, 4, scale_grad_by_freq=True).double(), ids)
+    assert target.engine == "vmap" and "embedding" in target.engine_reason.lower()  # the fallback ran
 
 
 # -- recurrent ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """hypernet: hypernetworks for PyTorch, from any `nn.Module` target to infinite-width kernels."""
 
 from hypernet import kernels
+from hypernet.batched_ops import NoBatchedRule, register_rule
 from hypernet.conditioning import DataEncoder, InputEncoding, NoiseConditioner, TaskEmbedding, TaskOneHot
 from hypernet.convert import hypernetize
 from hypernet.hypernetworks import (
@@ -28,6 +29,7 @@ __all__ = [
     "LowRankHyperNetwork",
     "LowRankWeights",
     "MLPHyperNetwork",
+    "NoBatchedRule",
     "NoiseConditioner",
     "ParamSpec",
     "TargetNetwork",
@@ -37,5 +39,6 @@ __all__ = [
     "hypernetize",
     "kernels",
     "load",
+    "register_rule",
     "save",
 ]

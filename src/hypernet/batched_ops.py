@@ -8,12 +8,16 @@ mode would normalise every sample by itself, and PyTorch has no batching rule fo
 `aten::lstm`. Here every op sees the real batch, so BatchNorm uses statistics over the whole batch
 and updates its running buffers once, exactly like an ordinary forward pass.
 
-Only the functions in `_RULES` may touch a per-sample tensor; any other function that does raises
-`NotImplementedError` naming it (nothing is silently broadcast). `TargetNetwork` then uses `vmap`.
+Only functions with a rule (`_RULES`, or added by `register_rule`) may touch a per-sample tensor;
+besides them only metadata is allowed (`dtype`, `device`, ...; `shape`, `size()`, `ndim` answer for
+one sample, as under `vmap`) and `.data` (read as `detach()`, itself per-sample). Anything else
+(`.T`, `.mT`, `t()`, `matmul`, ...) raises `NoBatchedRule` naming it: nothing is silently
+broadcast. `TargetNetwork(engine="auto")` then runs that module under `vmap`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +27,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-#: Module types whose own parameters this engine can take per sample.
+#: Module types whose own parameters this engine can take per sample. A subclass counts only when
+#: it keeps the base class's `forward` (an overriding `forward` may read the weights its own way).
 SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Conv1d,
@@ -38,25 +43,136 @@ SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (
     nn.LSTM,
 )
 
-#: Modules whose forward reads their children's parameters directly (fused kernels): not supported.
+#: Modules whose forward reads their children's parameters directly (fused kernels): run under vmap.
 _OPAQUE_MODULES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 
-# Functions that only read metadata; they may see a per-sample tensor harmlessly.
-_METADATA = {"dim", "size", "__get__", "__len__", "numel", "is_floating_point", "is_complex", "stride"}
+# Metadata that does not depend on the values nor on the extra sample dimension: always harmless.
+_SAFE_ATTRS = {
+    "dtype", "device", "requires_grad", "layout", "is_cuda", "is_cpu", "is_meta", "is_mps", "is_xpu",
+    "is_sparse", "is_quantized", "is_nested", "is_mkldnn",
+}  # fmt: skip
+_SAFE_METHODS = {"is_floating_point", "is_complex", "get_device", "element_size"}
+# Shape metadata: answered for ONE sample (as under vmap), so code that reads `weight.shape` sees the
+# layer's own shape, never the batch of weight sets.
+_SHAPE_ATTRS = {"shape", "ndim"}
+_SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "__len__"}
+
+_user_rules: dict[Callable[..., Any], Callable[..., Any]] = {}
+_user_modules: list[type[nn.Module]] = []
+
+
+class NoBatchedRule(NotImplementedError):
+    """A generated per-sample tensor reached a function without a batched rule (`op`), inside the
+    forward of `module` (the innermost module running then, or None). `engine="auto"` catches it and
+    runs that module (or the whole target) under `vmap`; `engine="batched"` lets it through."""
+
+    def __init__(self, message: str, op: str, module: nn.Module | None = None, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.op, self.module, self.fatal = op, module, fatal
+
+
+def register_rule(
+    torch_function: Callable[..., Any],
+    rule: Callable[..., Any],
+    *,
+    modules: type[nn.Module] | Sequence[type[nn.Module]] = (),
+) -> None:
+    """Teach the per-sample engine a function: `rule(ctx, *args, **kwargs)` replaces
+    `torch_function(*args, **kwargs)` whenever an argument is a generated per-sample tensor.
+
+    `ctx` is the running engine: `ctx.B` (the batch size), `ctx.batch_dim`, `ctx.is_ps(t)` (is `t` a
+    per-sample tensor `[B, *shape]`?) and `ctx.batched(t)` (`t` as `[B, *shape]`, shared tensors
+    expanded without a copy). Inside the rule, torch functions run normally. `modules`: the layer
+    types whose own generated parameters reach only functions with rules (so they need not run
+    under `vmap`), e.g. `nn.PReLU` for `F.prelu`; the rule applies to any module either way.
+
+    Example, PReLU with a per-sample slope (`x: [B, C, ...]`, `weight: [B, C]`)::
+
+        def prelu(ctx, input, weight):
+            w = ctx.batched(weight).reshape(ctx.B, -1, *[1] * (input.ndim - 2))
+            return torch.where(input >= 0, input, w * input)
+
+        hn.register_rule(torch.nn.functional.prelu, prelu, modules=nn.PReLU)
+    """
+    if not callable(torch_function) or not callable(rule):
+        raise TypeError("register_rule: torch_function and rule must be callable")
+    types = (modules,) if isinstance(modules, type) else tuple(modules)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, nn.Module)):
+            raise TypeError(f"register_rule: modules must be nn.Module types, got {t!r}")
+    _user_rules[torch_function] = rule
+    _user_modules.extend(t for t in types if t not in _user_modules)
+
+
+def unregister_rule(torch_function: Callable[..., Any], modules: Sequence[type[nn.Module]] = ()) -> None:
+    """Undo `register_rule` (built-in rules stay)."""
+    _user_rules.pop(torch_function, None)
+    for t in modules:
+        if t in _user_modules:
+            _user_modules.remove(t)
+
+
+def _rule(func: Callable[..., Any]) -> Callable[..., Any] | None:
+    return _user_rules.get(func) or _RULES.get(func)
+
+
+def known(module: nn.Module) -> bool:
+    """True when `module`'s own parameters may be per-sample in this engine: its type is supported
+    (or registered), or a subclass of one that keeps that type's `forward`."""
+    for base in (*SUPPORTED_MODULES, *_user_modules):
+        if isinstance(module, base) and type(module).forward is base.forward:
+            return True
+    return False
+
+
+def vmap_modules(module: nn.Module, generated: Sequence[str]) -> dict[str, str]:
+    """The submodules (name -> why) that must run under `vmap` because they own generated tensors
+    but are not `known`, or read them inside a fused kernel (attention). Outermost only; `""` is
+    the whole module."""
+    owners = dict(module.named_modules())
+    found: dict[str, str] = {}
+    for name in generated:
+        prefix = name.rpartition(".")[0]
+        parts = prefix.split(".") if prefix else []
+        for i in range(len(parts)):  # an opaque ancestor reads its children's weights itself
+            anc = ".".join(parts[:i])
+            if isinstance(owners[anc], _OPAQUE_MODULES):
+                found.setdefault(anc, f"{type(owners[anc]).__name__} reads its layers' weights in a fused kernel")
+                break
+        else:
+            if not known(owners[prefix]):
+                found.setdefault(prefix, _why_unknown(owners[prefix]))
+    return {n: why for n, why in found.items() if not any(_inside(n, m) for m in found if m != n)}
+
+
+def _why_unknown(m: nn.Module) -> str:
+    for base in SUPPORTED_MODULES:
+        if isinstance(m, base):
+            return f"{type(m).__name__} overrides {base.__name__}.forward"
+    return f"{type(m).__name__} is not a layer type with batched rules"
+
+
+def _inside(name: str, outer: str) -> bool:
+    return outer == "" or name == outer or name.startswith(outer + ".")
 
 
 def supports(module: nn.Module, generated: Sequence[str]) -> bool:
     """True when every generated parameter is owned by a module type this engine handles."""
-    owners = dict(module.named_modules())
-    for name in generated:
-        prefix = name.rpartition(".")[0]
-        if not isinstance(owners[prefix], SUPPORTED_MODULES):
-            return False
-        parts = prefix.split(".") if prefix else []
-        for i in range(len(parts)):
-            if isinstance(owners[".".join(parts[:i])], _OPAQUE_MODULES):
-                return False
-    return True
+    return not vmap_modules(module, generated)
+
+
+def _innermost_module() -> nn.Module | None:
+    """The module whose `forward` is running deepest in the Python stack (for error messages and
+    to pick the module that `auto` runs under vmap). None while `torch.compile` traces."""
+    if torch.compiler.is_compiling():
+        return None
+    frame = sys._getframe(2)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module):
+            return owner
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 class PerSampleMode(TorchFunctionMode):
@@ -74,9 +190,16 @@ class PerSampleMode(TorchFunctionMode):
         self._keep = list(per_sample)  # keep alive so ids stay unique
         self.B = batch_size
         self.batch_dim = batch_dim
+        self.paused = False  # set while a vmapped module prepares its inputs (see hypernet.fallback)
 
     def is_ps(self, t: Any) -> bool:
         return isinstance(t, Tensor) and id(t) in self.ids
+
+    def adopt(self, t: Tensor) -> Tensor:
+        """Mark `t` (a new `[B, *shape]` tensor made from per-sample ones) as per-sample, and return it."""
+        self.ids.add(id(t))
+        self._keep.append(t)
+        return t
 
     def batched(self, t: Tensor) -> Tensor:
         """A per-sample tensor as is; a shared one expanded to `[B, *shape]` (a view, no copy)."""
@@ -87,17 +210,49 @@ class PerSampleMode(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         flat, _ = tree_flatten((args, kwargs))
-        if not any(self.is_ps(a) for a in flat):
+        if self.paused or not any(self.is_ps(a) for a in flat):
             return func(*args, **kwargs)
-        rule = _RULES.get(func)
+        rule = _rule(func)
         if rule is not None:
             return rule(self, *args, **kwargs)
-        if getattr(func, "__name__", "") in _METADATA:
+        name = getattr(func, "__name__", "")
+        if name == "__get__":  # a property: `func.__self__` is the attribute's descriptor
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+            if name in _SAFE_ATTRS:
+                return func(*args, **kwargs)
+            if name == "shape":
+                return args[0].shape[1:]
+            if name == "ndim":
+                return args[0].ndim - 1
+            if name == "data" and self.is_ps(args[0]):  # read as `detach()`: the result is per-sample too
+                return self.adopt(args[0].detach())
+        elif name in _SAFE_METHODS and len(args) == 1 and not kwargs:
             return func(*args, **kwargs)
-        raise NotImplementedError(
-            f"per-sample weights: {getattr(func, '__name__', func)!r} received a generated tensor and has no "
-            "batched rule; use TargetNetwork(..., engine='vmap')"
+        elif name in _SHAPE_METHODS and self.is_ps(args[0]):
+            return _one_sample_shape(name, args[0], *args[1:], **kwargs)
+        module = _innermost_module()
+        where = f" in {type(module).__name__}.forward" if module is not None else ""
+        raise NoBatchedRule(
+            f"per-sample weights: {name or func!r} received a generated tensor{where} and has no batched rule "
+            "(it would broadcast over the batch of weight sets); engine='auto' runs such a module under vmap, "
+            "or teach the engine with hn.register_rule",
+            op=str(name or func),
+            module=module,
         )
+
+
+def _one_sample_shape(name: str, t: Tensor, dim: int | None = None) -> Any:
+    """`size/dim/numel/len` of one sample of the per-sample tensor `t: [B, *shape]`."""
+    shape = t.shape[1:]
+    if name in ("dim", "ndimension"):
+        return len(shape)
+    if name in ("numel", "nelement"):
+        return shape.numel()
+    if name == "__len__":
+        if not shape:
+            raise TypeError("len() of a 0-d tensor")
+        return shape[0]
+    return shape if dim is None else shape[dim]
 
 
 def _check_batch(mode: PerSampleMode, x: Tensor, dim: int, what: str) -> None:
@@ -233,8 +388,10 @@ def _embedding(
     sparse: bool = False,
 ) -> Tensor:
     if max_norm is not None or scale_grad_by_freq or sparse:
-        raise NotImplementedError(
-            "per-sample weights: Embedding with max_norm, scale_grad_by_freq or sparse is not supported"
+        raise NoBatchedRule(
+            "per-sample weights: Embedding with max_norm, scale_grad_by_freq or sparse has no batched rule",
+            "embedding",
+            _innermost_module(),
         )
     _check_batch(mode, input, 0, "embedding")
     if padding_idx is not None:  # as F.embedding: the padding row is looked up but gets no gradient
@@ -261,7 +418,10 @@ def _rnn(cell: str) -> Callable[..., Any]:
         batch_first: bool,
     ) -> Any:
         if not isinstance(input, Tensor) or input.ndim != 3:
-            raise NotImplementedError("per-sample weights: RNNs need a batched, unpacked 3-D input")
+            raise NoBatchedRule(
+                "per-sample weights: RNNs need a batched, unpacked 3-D input for the batched rule", cell,
+                _innermost_module(),
+            )
         x = input if batch_first else input.transpose(0, 1)  # [B, T, F]
         _check_batch(mode, x, 0, cell)
         h0, c0 = hx if cell == "lstm" else (hx, None)

@@ -7,6 +7,10 @@
 * noise-conditioned: `NoiseConditioner` (`cond ~ N(0, I)`, an implicit distribution over weights).
 
 Each is an `nn.Module` with `condition(x, cond) -> [..., C]`, which `HyperModel` calls.
+
+Value checks (task ids in range, inputs in [0, 1]) read the values on the host, a device sync on a
+GPU: `validate=False` (`check_range=False` for `InputEncoding`) turns them off, and they are skipped
+while `torch.compile` traces or a `torch.func` transform runs.
 """
 
 from __future__ import annotations
@@ -33,25 +37,36 @@ class Conditioner(nn.Module):
 
 
 class TaskEmbedding(Conditioner):
-    """Learned task vectors, initialised N(0, 1). `ids: [...] (int) -> [..., dim]`."""
+    """Learned task vectors, initialised N(0, 1). `ids: [...] (int) -> [..., dim]`.
+    `validate=False` skips the range check of the ids (a host sync)."""
 
-    def __init__(self, num_tasks: int, dim: int) -> None:
+    def __init__(self, num_tasks: int, dim: int, validate: bool = True) -> None:
         super().__init__()
         if num_tasks <= 0 or dim <= 0:
             raise ValueError(f"TaskEmbedding: num_tasks and dim must be positive, got {num_tasks}, {dim}")
         self.num_tasks, self.out_features = num_tasks, dim
+        self.validate = validate
         self.embedding = nn.Embedding(num_tasks, dim)
 
     def forward(self, ids: Tensor | int) -> Tensor:
-        out: Tensor = self.embedding(_check_task_ids(ids, self.num_tasks, self.embedding.weight.device))
+        device = self.embedding.weight.device
+        out: Tensor = self.embedding(_check_task_ids(ids, self.num_tasks, device, self.validate))
         return out
 
 
-def _check_task_ids(ids: Tensor | int, num_tasks: int, device: torch.device) -> Tensor:
+def checking(validate: bool) -> bool:
+    """Whether host-side value checks run now: asked for, and neither `torch.compile` tracing nor
+    a `torch.func` transform (vmap, jacrev: used by the empirical kernels) is running, which
+    cannot read values."""
+    transforms = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+    return validate and not torch.compiler.is_compiling() and not transforms()
+
+
+def _check_task_ids(ids: Tensor | int, num_tasks: int, device: torch.device, validate: bool = True) -> Tensor:
     ids_t = torch.as_tensor(ids, device=device)
     if ids_t.dtype.is_floating_point or ids_t.dtype == torch.bool:
         raise TypeError(f"task ids: expected integers, got dtype {ids_t.dtype}")
-    if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= num_tasks):
+    if checking(validate) and ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= num_tasks):
         low, high = int(ids_t.min()), int(ids_t.max())
         raise ValueError(f"task ids: must lie in [0, {num_tasks - 1}], got range [{low}, {high}]")
     return ids_t.long()
@@ -60,20 +75,22 @@ def _check_task_ids(ids: Tensor | int, num_tasks: int, device: torch.device) -> 
 class TaskOneHot(Conditioner):
     """Task ids as one-hot vectors, MIP's input for categorical conditions:
     `ids: [...] (int) -> [..., num_tasks]` in {0, 1}. Nothing to learn; pair it with a
-    `parametrization="mip"` hypernetwork of `in_features=num_tasks`, which encodes it."""
+    `parametrization="mip"` hypernetwork of `in_features=num_tasks`, which encodes it.
+    `validate=False` skips the range check of the ids (a host sync)."""
 
     _probe: Tensor
 
-    def __init__(self, num_tasks: int) -> None:
+    def __init__(self, num_tasks: int, validate: bool = True) -> None:
         super().__init__()
         if not isinstance(num_tasks, int) or num_tasks <= 0:
             raise ValueError(f"TaskOneHot: num_tasks must be a positive int, got {num_tasks!r}")
         self.num_tasks = self.out_features = num_tasks
+        self.validate = validate
         # zero-size: follows .to(dtype/device), so the one-hot vectors match the hypernetwork's dtype
         self.register_buffer("_probe", torch.zeros(0), persistent=False)
 
     def forward(self, ids: Tensor | int) -> Tensor:
-        ids_t = _check_task_ids(ids, self.num_tasks, self._probe.device)
+        ids_t = _check_task_ids(ids, self.num_tasks, self._probe.device, self.validate)
         return nn.functional.one_hot(ids_t, self.num_tasks).to(self._probe.dtype)
 
     def extra_repr(self) -> str:
@@ -105,7 +122,7 @@ class InputEncoding(Conditioner):
         if self.mode is None:
             return z
         # `~(0 <= z <= 1)` also catches NaN, which both `z < 0` and `z > 1` would let through.
-        if self.check_range and z.numel() and bool((~((z >= 0) & (z <= 1))).any()):
+        if checking(self.check_range) and z.numel() and bool((~((z >= 0) & (z <= 1))).any()):
             raise ValueError(
                 f"cond: the {self.mode!r} encoding needs finite inputs in [0, 1], got range "
                 f"[{float(z.min()):.4g}, {float(z.max()):.4g}]; rescale, or pass check_range=False"

@@ -10,16 +10,29 @@ no parameter that never receives a gradient. `materialize` returns an ordinary m
 Per-sample weights run batched, never as a Python loop over samples, by one of two engines:
 
 * `"batched"` (`hypernet.batched_ops`): the module runs once on the whole batch and every layer
-  call with a per-sample weight becomes its batched form (`bmm`, grouped conv, ...). Used whenever
-  all generated tensors belong to Linear, Conv1d/2d/3d, BatchNorm, LayerNorm, GroupNorm,
-  Embedding, GRU or LSTM layers.
-* `"vmap"`: `torch.func.vmap` over `functional_call`, for any other module (attention, custom
-  layers). Each sample is then a batch of one.
+  call with a per-sample weight becomes its batched form (`bmm`, grouped convolution, ...): Linear,
+  Conv1d/2d/3d, BatchNorm, LayerNorm, GroupNorm, Embedding, RNN, GRU, LSTM, and whatever
+  `hn.register_rule` teaches it. Any other use of a generated tensor (`w.T`, `x @ w.mT`, `w.data`,
+  a subclass whose `forward` is its own, attention) raises `NoBatchedRule` naming the op: nothing
+  is broadcast silently.
+* `"vmap"`: `torch.func.vmap` over `functional_call` (each sample a batch of one).
+
+`engine="auto"` (the default) runs batched, and each submodule the batched engine cannot handle
+under `vmap` inside the batched pass (see `hypernet.fallback`); where that is not possible, the whole
+target runs under `vmap`. Modules of unknown type are found at construction, the rest at the first
+call that fails: that attempt is undone (buffers such as BatchNorm's running statistics, and the RNG
+state, are restored) and rerun, and the choice is kept. `target.engine_reason` says what was chosen
+and why. `engine="batched"` raises instead of falling back.
 
 BatchNorm with per-sample weights, in training mode, normalises with statistics over the whole
 batch (exactly as the plain module would) and then applies each sample's own affine parameters;
-running statistics are updated once per call. In eval mode it uses the running statistics. (The
-`"vmap"` engine cannot do this, so a BatchNorm in training mode there raises an error.)
+running statistics are updated once per call. In eval mode it uses the running statistics. (`vmap`
+cannot do this, so a BatchNorm in training mode inside a module run under `vmap` raises an error.)
+
+Under `torch.autocast` the weights may come in the autocast dtype (e.g. bfloat16 from a
+hypernetwork that ran under autocast). Under `torch.compile` the `auto` engine uses the choice it
+has made so far (without the undo machinery; run one eager per-sample call first if a module
+needs the fallback), and where some module runs under `vmap` the whole target does.
 """
 
 from __future__ import annotations
@@ -31,10 +44,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 from hypernet import batched_ops
+from hypernet.fallback import DataAsDetach, Snapshot, inside, vmap_friendly, vmapped
 from hypernet.selection import Selector, select_parameters
 from hypernet.spec import ParamSpec
 
@@ -55,7 +68,8 @@ class TargetNetwork(nn.Module):
         generate: which parameters are generated: `None` (all), names, glob patterns or module
             types (see `hypernet.selection`).
         batch_dim: the batch dimension of the module's input (and outputs), for per-sample weights.
-        engine: per-sample engine, `"auto"` picks `"batched"` when supported, else `"vmap"`.
+        engine: per-sample engine: `"auto"` (batched, with `vmap` for what it cannot batch),
+            `"batched"` (raises on what it cannot batch) or `"vmap"`.
     """
 
     _probe: Tensor
@@ -88,15 +102,48 @@ class TargetNetwork(nn.Module):
         # Zero-size buffer: follows `.to(dtype/device)`, so weights can be checked against it.
         self.register_buffer("_probe", torch.zeros(0, dtype=first.dtype, device=first.device), persistent=False)
         self.batch_dim = batch_dim
-        supported = batched_ops.supports(self.module, self.generated_names)
-        if engine == "batched" and not supported:
+        self.requested_engine: Engine = engine
+        units = batched_ops.vmap_modules(self.module, self.generated_names)
+        if engine == "batched" and units:
             raise ValueError(
-                "TargetNetwork: engine='batched' cannot handle some generated parameters (their modules are "
-                "not Linear/Conv/Norm/Embedding/RNN/GRU/LSTM); use engine='auto' or 'vmap'"
+                "TargetNetwork: engine='batched' cannot handle "
+                + "; ".join(f"{n or 'the module'!r}: {why}" for n, why in units.items())
+                + " (teach it with hn.register_rule, or use engine='auto' or 'vmap')"
             )
-        self.engine: Literal["batched", "vmap"] = (
-            "batched" if engine == "batched" or (engine == "auto" and supported) else "vmap"
-        )
+        #: "batched" (possibly with some submodules under vmap: `vmap_modules`) or "vmap" (whole target)
+        self.engine: Literal["batched", "vmap"] = "batched"
+        #: submodules that run under vmap inside the batched pass
+        self.vmap_modules: list[str] = []
+        #: why the engine is what it is (updated when `auto` falls back)
+        self.engine_reason = "batched: every generated tensor belongs to a layer with batched rules"
+        if engine == "vmap":
+            self.engine, self.engine_reason = "vmap", "vmap: requested"
+        elif "" in units:
+            self._whole_vmap(f"the module itself: {units['']}")
+        elif units:
+            self.vmap_modules = sorted(units)
+            self.engine_reason = "batched, with under vmap: " + "; ".join(f"{n!r} ({w})" for n, w in units.items())
+
+    def _whole_vmap(self, why: str) -> None:
+        self.engine, self.vmap_modules = "vmap", []
+        self.engine_reason = f"vmap (whole target): {why}"
+
+    def _learn(self, err: batched_ops.NoBatchedRule) -> None:
+        """After `err` in an `auto` attempt: run the module that raised it under vmap, or everything."""
+        names = {id(m): n for n, m in self.module.named_modules()}
+        name = names.get(id(err.module)) if err.module is not None else None
+        if (
+            err.fatal
+            or not name  # the root module (or none found): the whole target
+            or not any(inside(g, name) for g in self.generated_names)
+            or any(inside(name, u) for u in self.vmap_modules)
+        ):
+            self._whole_vmap(str(err))
+            return
+        self.vmap_modules = sorted({u for u in self.vmap_modules if not inside(u, name)} | {name})
+        why = f"{name!r} ({type(err.module).__name__}.forward: {err.op!r} has no batched rule)"
+        had = self.engine_reason.startswith("batched, with")
+        self.engine_reason = f"{self.engine_reason}; {why}" if had else f"batched, with under vmap: {why}"
 
     # -- weights ---------------------------------------------------------------------------------
     def initial_weights(self) -> Tensor:
@@ -137,7 +184,7 @@ class TargetNetwork(nn.Module):
                 f"weights: got {weights.shape[0]} weight sets ({list(weights.shape)}) for an input batch of "
                 f"{batch} (x.shape[{self.batch_dim}]); pass one set [{P}] or one per sample [{batch}, {P}]"
             )
-        if weights.dtype != self.dtype:
+        if weights.dtype != self.dtype and not _autocast_dtype(weights):
             raise TypeError(
                 f"weights: dtype {weights.dtype} does not match the target's {self.dtype}; "
                 f"convert one of them (weights.to({self.dtype}) or target.to({weights.dtype}))"
@@ -156,6 +203,8 @@ class TargetNetwork(nn.Module):
         """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
         batch = _batch_size(x, self.batch_dim)
         self.check_weights(weights, batch)
+        if weights.dtype != self.dtype:  # the autocast dtype: back to the module's own, as a plain
+            weights = weights.to(self.dtype)  # module's parameters are (autocast casts per op again)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
         if weights.ndim == 2 and weights.shape[0] == 1:
@@ -169,10 +218,27 @@ class TargetNetwork(nn.Module):
         if batch is None:
             raise ValueError("x: per-sample weights [B, P] need a Tensor input with a batch dimension")
         params = self._params(weights)
-        if self.engine == "batched":
-            with batched_ops.PerSampleMode(list(params.values()), batch, self.batch_dim):
-                return functional_call(self.module, params, (x, *args), kwargs)
-        return self._vmap_forward(x, params, args, kwargs)
+        if self.engine == "vmap" or (self.vmap_modules and torch.compiler.is_compiling()):
+            # (a module under vmap inside the batched pass cannot be traced: the whole target then is)
+            return self._vmap_forward(x, params, args, kwargs)
+        if self.requested_engine == "batched" or torch.compiler.is_compiling():
+            return self._batched_forward(x, params, args, kwargs, batch)
+        snapshot = Snapshot(self.module, weights.device)
+        while True:  # each failure puts one more module under vmap (or all): at most a few tries
+            try:
+                return self._batched_forward(x, params, args, kwargs, batch)
+            except batched_ops.NoBatchedRule as err:
+                snapshot.restore()
+                self._learn(err)
+                if self.engine == "vmap":
+                    return self._vmap_forward(x, params, args, kwargs)
+
+    def _batched_forward(
+        self, x: Any, params: dict[str, Tensor], args: Sequence[Any], kwargs: dict[str, Any], batch: int
+    ) -> Any:
+        mode = batched_ops.PerSampleMode(list(params.values()), batch, self.batch_dim)
+        with mode, vmapped(self.module, self.vmap_modules, params, mode):
+            return functional_call(self.module, params, (x, *args), kwargs)
 
     def _vmap_forward(self, x: Tensor, params: dict[str, Tensor], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if self.module.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules()):
@@ -183,18 +249,12 @@ class TargetNetwork(nn.Module):
         d = self.batch_dim
 
         def one(p: dict[str, Tensor], xi: Tensor) -> Any:
-            out = functional_call(self.module, p, (xi.unsqueeze(d), *args), kwargs)
+            with DataAsDetach():
+                out = functional_call(self.module, p, (xi.unsqueeze(d), *args), kwargs)
             return tree_map(lambda t: t.squeeze(d) if isinstance(t, Tensor) else t, out)
 
-        # The fused attention fast path has no vmap batching rule nor derivative: turn it off here.
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            # The math attention kernel is made of ops vmap batches natively (no per-sample fallback loop).
-            with sdpa_kernel(SDPBackend.MATH):
-                return vmap(one, in_dims=(0, d), out_dims=d, randomness="different")(params, x)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
+        with vmap_friendly():
+            return vmap(one, in_dims=(0, d), out_dims=d, randomness="different")(params, x)
 
     def materialize(self, weights: Tensor) -> nn.Module:
         """An independent, ordinary module with `weights: [P]` as its parameters (trainable leaves)."""
@@ -211,7 +271,14 @@ class TargetNetwork(nn.Module):
         return clone
 
     def extra_repr(self) -> str:
-        return f"generated={len(self.generated_names)} tensors, P={self.spec.numel}, engine={self.engine!r}"
+        under = f", vmap_modules={self.vmap_modules}" if self.vmap_modules else ""
+        return f"generated={len(self.generated_names)} tensors, P={self.spec.numel}, engine={self.engine!r}{under}"
+
+
+def _autocast_dtype(t: Tensor) -> bool:
+    """True when `t` has the dtype that the autocast now enabled on its device computes in."""
+    kind = t.device.type
+    return torch.is_autocast_enabled(kind) and t.dtype == torch.get_autocast_dtype(kind)
 
 
 def _batch_size(x: Any, dim: int) -> int | None:

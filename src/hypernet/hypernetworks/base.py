@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hypernet.conditioning import InputEncoding
+from hypernet.conditioning import InputEncoding, checking
 from hypernet.init import check_init, default_theta0
 from hypernet.layers import check_parametrization
 from hypernet.spec import ParamSpec
@@ -30,9 +30,14 @@ class HyperNetwork(nn.Module):
     `"mip"`; `weight_var=` / `bias_var=` unless `"ntk"`; `theta0=` without a residual output
     (`"mip"` or `residual=True`).
 
+    `validate` (default True; set `hyper.validate = False` to skip): `cond` must be finite, a
+    check that reads values on the host (skipped anyway while `torch.compile` traces).
+
     The ablations of MIP's two parts: `parametrization="mip", residual=False` (encoding only) and
     `parametrization="standard", residual=True` (residual only).
     """
+
+    validate: bool = True  # check that conditions are finite (a host sync)
 
     def __init__(
         self,
@@ -121,6 +126,8 @@ class HyperNetwork(nn.Module):
             cond = cond.unsqueeze(-1)  # a scalar hyperparameter: float -> [1], [B] -> [B, 1]
         if cond.ndim == 0 or cond.shape[-1] != self.in_features:
             raise ValueError(f"cond: expected shape [..., {self.in_features}], got {list(cond.shape)}")
+        if checking(self.validate) and not bool(torch.isfinite(cond).all()):
+            raise ValueError("cond: contains NaN or inf; pass finite conditions (or set validate = False)")
         return cond
 
     @property
