@@ -402,3 +402,32 @@ def test_rnn_target_per_sample_equals_loop(nonlinearity: str) -> None:
         torch.testing.assert_close(out[i], ref[0], atol=1e-12, rtol=0)
         (gi,) = torch.autograd.grad(ref.pow(2).sum(), wi)
         torch.testing.assert_close(g[i], gi, atol=1e-12, rtol=0)
+
+
+def test_noise_conditioner_follows_the_model_dtype() -> None:
+    spec = hn.TargetNetwork(nn.Linear(4, 2)).spec
+    model = hn.HyperModel(hn.TargetNetwork(nn.Linear(4, 2)), hn.MLPHyperNetwork(3, spec), hn.NoiseConditioner(3))
+    assert model.double()(torch.randn(5, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_float64_input_into_float32_target_says_what_to_do() -> None:
+    target = hn.TargetNetwork(mlp())
+    w = target.initial_weights()
+    with pytest.raises(TypeError, match=r"x: dtype torch.float64 does not match the target's torch.float32"):
+        target(torch.randn(2, 6, dtype=torch.float64), w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides dtypes per op: no check there
+        target(torch.randn(2, 6), w)
+
+
+def test_empirical_ntk_of_a_task_conditioned_mip_hypermodel() -> None:
+    """Value checks of conditions (task ids, [0, 1] range) must not break torch.func transforms: the
+    vmap-based Jacobian path equals the NTK-vector-product path (two different implementations)."""
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2)))
+    hyper = hn.MLPHyperNetwork(3, target.spec, hidden=(16,), parametrization="mip")
+    model = hn.HyperModel(target, hyper, hn.TaskOneHot(3))
+    inputs = (torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2]))
+    jac = hn.kernels.empirical_ntk(model, inputs, method="jacobian")
+    ntvp = hn.kernels.empirical_ntk(model, inputs, method="ntvp")
+    assert jac.shape == (6, 6, 2, 2) and float(jac.abs().max()) > 1e-3
+    torch.testing.assert_close(jac, ntvp, atol=1e-5, rtol=1e-4)  # float32 sums in two orders

@@ -82,7 +82,7 @@ class TaskOneHot(Conditioner):
 
     def __init__(self, num_tasks: int, validate: bool = True) -> None:
         super().__init__()
-        if not isinstance(num_tasks, int) or num_tasks <= 0:
+        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks <= 0:
             raise ValueError(f"TaskOneHot: num_tasks must be a positive int, got {num_tasks!r}")
         self.num_tasks = self.out_features = num_tasks
         self.validate = validate
@@ -91,7 +91,9 @@ class TaskOneHot(Conditioner):
 
     def forward(self, ids: Tensor | int) -> Tensor:
         ids_t = _check_task_ids(ids, self.num_tasks, self._probe.device, self.validate)
-        return nn.functional.one_hot(ids_t, self.num_tasks).to(self._probe.dtype)
+        # a comparison rather than F.one_hot, which reads values on the host (no vmap, no fullgraph compile)
+        classes = torch.arange(self.num_tasks, device=ids_t.device)
+        return (ids_t.unsqueeze(-1) == classes).to(self._probe.dtype)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}"
@@ -172,7 +174,7 @@ class NoiseConditioner(Conditioner):
     def forward(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         probe = self._device_probe
         assert isinstance(probe, Tensor)
-        return torch.randn(num_samples, self.out_features, generator=generator, device=probe.device)
+        return torch.randn(num_samples, self.out_features, generator=generator, device=probe.device, dtype=probe.dtype)
 
     def condition(self, x: Any, cond: Any) -> Tensor:
         if cond is not None:

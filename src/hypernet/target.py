@@ -207,6 +207,16 @@ class TargetNetwork(nn.Module):
             weights = weights.to(self.dtype)  # module's parameters are (autocast casts per op again)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
+        if (
+            isinstance(x, Tensor)
+            and x.is_floating_point()
+            and x.dtype != self.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise TypeError(
+                f"x: dtype {x.dtype} does not match the target's {self.dtype}; use x.to({self.dtype}) "
+                f"or convert the model with .to({x.dtype})"
+            )
         if weights.ndim == 2 and weights.shape[0] == 1:
             weights = weights[0]  # one sample, one weight set: the shared path is the same and cheaper
         elif weights.ndim == 2 and weights.shape[0] == 0:

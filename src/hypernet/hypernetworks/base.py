@@ -59,7 +59,7 @@ class HyperNetwork(nn.Module):
         self.in_features, self.spec = in_features, spec
         self.parametrization = check_parametrization(parametrization)
         mip, ntk = parametrization == "mip", parametrization == "ntk"
-        if ntk and init is not None:
+        if ntk and init not in (None, _DEFAULT_INIT["ntk"]):
             raise ValueError(
                 f"init={init!r} has no effect under parametrization='ntk' (its layers are N(0, 1) with the "
                 "scaling in the forward); drop init= or use parametrization='standard'"
