@@ -90,6 +90,19 @@ def test_tied_weights_follow_their_generated_tensor() -> None:
         torch.testing.assert_close(out[i], plain(x[i : i + 1])[0], atol=1e-6, rtol=1e-6)
 
 
+def _three_sgd_steps(model: nn.Module, params: nn.Module, per_sample: bool, part: slice) -> None:
+    """3 SGD steps of `model` on the rows `part` of a fixed batch of 8 (all ranks draw the same batch)."""
+    opt = torch.optim.SGD(params.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+        ids = torch.randint(0, 3, (8,), generator=gen) if per_sample else torch.tensor(1)
+        y = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+        opt.zero_grad()
+        (model(x[part], ids[part] if per_sample else ids) - y[part]).pow(2).mean().backward()
+        opt.step()
+
+
 def _ddp_worker(rank: int, world: int, per_sample: bool, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -99,17 +112,7 @@ def _ddp_worker(rank: int, world: int, per_sample: bool, port: int, out: str) ->
         torch.manual_seed(0)
         model = _task_model().double()
         ddp = DistributedDataParallel(model)  # no find_unused_parameters: every parameter must be used
-        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        gen = torch.Generator().manual_seed(1)
-        for _ in range(3):
-            x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
-            ids = torch.randint(0, 3, (8,), generator=gen) if per_sample else torch.tensor(1)
-            y = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-            part = slice(rank * 4, rank * 4 + 4)
-            opt.zero_grad()
-            cond = ids[part] if per_sample else ids
-            (ddp(x[part], cond) - y[part]).pow(2).mean().backward()
-            opt.step()
+        _three_sgd_steps(ddp, ddp, per_sample, slice(rank * 4, rank * 4 + 4))
         if rank == 0:
             torch.save(model.state_dict(), out)
     finally:
@@ -133,15 +136,7 @@ def test_ddp_two_gloo_processes_match_one_process(per_sample: bool, tmp_path: Pa
     mp.spawn(_ddp_worker, args=(2, per_sample, port, str(out)), nprocs=2, join=True)
     torch.manual_seed(0)
     model = _task_model().double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
-        ids = torch.randint(0, 3, (8,), generator=gen) if per_sample else torch.tensor(1)
-        y = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-        opt.zero_grad()
-        (model(x, ids) - y).pow(2).mean().backward()
-        opt.step()
+    _three_sgd_steps(model, model, per_sample, slice(0, 8))
     got = torch.load(out, weights_only=True)
     assert set(got) == set(model.state_dict())
     for k, v in model.state_dict().items():
