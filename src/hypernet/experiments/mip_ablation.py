@@ -9,7 +9,7 @@ regression task sweeps every axis; the two MNIST tasks the default and the optim
 
 The target loss of each task is a config value fixed before the runs: 1.1 x the final held-out loss
 of the standard hypernetwork in a pilot run of the default configuration with a seed outside the
-measured ones (`--seed 100 --set seeds=1,axes=default`; the pilot's `suggested_targets`). Steps to
+measured ones (`--seed 100 --set seeds=1 --set axes=default`; the pilot's `suggested_targets`). Steps to
 target: the first evaluation at which the held-out loss is at or below it.
 """
 
