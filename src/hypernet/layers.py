@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from hypernet.activations import ACTIVATIONS, make_activation
 
-__all__ = ["ACTIVATIONS", "PARAMETRIZATIONS", "NTKLinear", "make_activation", "make_linear", "mlp_trunk"]
+__all__ = ["ACTIVATIONS", "NORMS", "PARAMETRIZATIONS", "NTKLinear", "make_activation", "make_linear", "mlp_trunk"]
 
 PARAMETRIZATIONS = ("standard", "ntk", "mip")
+NORMS = (None, "batch", "layer")
 
 
 def check_parametrization(parametrization: str) -> str:
@@ -57,6 +58,28 @@ def make_linear(
     return nn.Linear(in_features, out_features)
 
 
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """`BatchNorm1d` over the last dimension of `x: [..., features]`, statistics over all leading
+    dimensions (so a trunk that sees `[B, T, F]`, as the chunked and layer-wise designs do, normalises
+    each feature, not each of the `T` rows)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2:
+            return super().forward(x)
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def make_norm(norm: str | None, width: int) -> nn.Module | None:
+    """The normalisation layer `norm` (None, "batch" or "layer") for `width` features."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: unknown {norm!r}; choose one of {list(NORMS)}")
+    if norm == "batch":
+        return FeatureBatchNorm(width)
+    if norm == "layer":
+        return nn.LayerNorm(width)
+    return None
+
+
 def mlp_trunk(
     in_features: int,
     hidden: tuple[int, ...],
@@ -64,13 +87,19 @@ def mlp_trunk(
     parametrization: str,
     weight_var: float = 2.0,
     bias_var: float = 0.0,
+    norm: str | None = None,
 ) -> nn.Sequential:
-    """Hidden layers `in -> hidden[0] -> ... -> hidden[-1]`, each followed by the activation."""
+    """Hidden layers `in -> hidden[0] -> ... -> hidden[-1]`, each a linear layer, then `norm`
+    (None, "batch" or "layer"), then the activation."""
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
         if h <= 0:
             raise ValueError(f"hidden: widths must be positive, got {hidden}")
-        layers += [make_linear(width, h, parametrization, weight_var, bias_var), make_activation(activation)]
+        layers.append(make_linear(width, h, parametrization, weight_var, bias_var))
+        norm_layer = make_norm(norm, h)
+        if norm_layer is not None:
+            layers.append(norm_layer)
+        layers.append(make_activation(activation))
         width = h
     return nn.Sequential(*layers)

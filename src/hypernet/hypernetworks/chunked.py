@@ -48,6 +48,7 @@ class ChunkedHyperNetwork(HyperNetwork):
         residual: bool | None = None,
         weight_var: float | None = None,
         bias_var: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         if chunk_size <= 0 or chunk_dim <= 0:
@@ -57,7 +58,13 @@ class ChunkedHyperNetwork(HyperNetwork):
         self.chunk_embeddings = nn.Parameter(torch.randn(self.num_chunks, chunk_dim))
         self.hidden = tuple(int(h) for h in hidden)
         self.trunk = mlp_trunk(
-            self.features + chunk_dim, self.hidden, activation, parametrization, self.weight_var, self.bias_var
+            self.features + chunk_dim,
+            self.hidden,
+            activation,
+            parametrization,
+            self.weight_var,
+            self.bias_var,
+            norm=norm,
         )
         width = self.hidden[-1] if self.hidden else self.features + chunk_dim
         self.head = make_linear(width, chunk_size, parametrization, self.weight_var, self.bias_var)

@@ -41,6 +41,7 @@ class LayerwiseHyperNetwork(HyperNetwork):
         residual: bool | None = None,
         weight_var: float | None = None,
         bias_var: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         if embedding_dim <= 0:
@@ -49,7 +50,13 @@ class LayerwiseHyperNetwork(HyperNetwork):
         self.tensor_embeddings = nn.Parameter(torch.randn(len(spec), embedding_dim))
         self.hidden = tuple(int(h) for h in hidden)
         self.trunk = mlp_trunk(
-            self.features + embedding_dim, self.hidden, activation, parametrization, self.weight_var, self.bias_var
+            self.features + embedding_dim,
+            self.hidden,
+            activation,
+            parametrization,
+            self.weight_var,
+            self.bias_var,
+            norm=norm,
         )
         width = self.hidden[-1] if self.hidden else self.features + embedding_dim
         self.heads = nn.ModuleList(

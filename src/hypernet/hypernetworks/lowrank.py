@@ -74,6 +74,7 @@ class LowRankHyperNetwork(HyperNetwork):
         theta0: Tensor | None = None,
         weight_var: float | None = None,
         bias_var: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, True, weight_var, bias_var)
         if rank <= 0:
@@ -93,7 +94,9 @@ class LowRankHyperNetwork(HyperNetwork):
         self.blocks = tuple(blocks)
         self._num_generated = offset
         self.hidden = tuple(int(h) for h in hidden)
-        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var)
+        self.trunk = mlp_trunk(
+            self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var, norm=norm
+        )
         width = self.hidden[-1] if self.hidden else self.features
         self.head = make_linear(width, offset, parametrization, self.weight_var, self.bias_var)
         if parametrization != "ntk":

@@ -26,6 +26,7 @@ class MLPHyperNetwork(HyperNetwork):
         weight_var, bias_var: the `"ntk"` parametrization's variances (default 2.0, 0.0; an error otherwise).
         theta0: MIP's starting weights `[P]` (e.g. `target.initial_weights()`).
         residual: output `theta0 + delta` (default: only for MIP).
+        norm: normalisation after each hidden linear layer: None, "batch" or "layer".
     """
 
     def __init__(
@@ -42,10 +43,13 @@ class MLPHyperNetwork(HyperNetwork):
         residual: bool | None = None,
         weight_var: float | None = None,
         bias_var: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
         self.hidden = tuple(int(h) for h in hidden)
-        self.trunk = mlp_trunk(self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var)
+        self.trunk = mlp_trunk(
+            self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var, norm=norm
+        )
         width = self.hidden[-1] if self.hidden else self.features
         self.head = make_linear(width, spec.numel, parametrization, self.weight_var, self.bias_var)
         if parametrization != "ntk":
