@@ -100,3 +100,57 @@ def test_phases_do_not_see_each_others_checkpoints(tmp_path: Path) -> None:
     assert [p.name for p in list_checkpoints(folder, "p")] == ["p-00000003.json"]
     assert len(list_checkpoints(folder, "p-p")) == 3
     assert len(list(folder.glob("p-p-*.safetensors"))) == 3
+
+
+class _DottedState(torch.optim.SGD):
+    """An optimizer whose per-parameter state has a key with dots in it (custom optimizers may)."""
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["ema.of.grad"] = p.grad.detach().clone()
+                self.state[p]["calls"] = self.state[p].get("calls", 0) + 1
+        return super().step(closure)
+
+
+# Catches: optimizer tensors keyed by a split on every dot (or from the right), which breaks or
+# misfiles a state key that has dots of its own; plain values lost on the way through JSON.
+def test_optimizer_state_round_trips_with_dotted_keys(tmp_path: Path) -> None:
+    model = nn.Linear(3, 2)
+    opt = _DottedState(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path, "p", 1, model, opt, None, extra={"epoch": 3})
+    fresh = nn.Linear(3, 2)
+    fresh_opt = _DottedState(fresh.parameters(), lr=0.5)
+    meta = load_checkpoint(path, fresh, fresh_opt)
+    assert (meta["name"], meta["step"], meta["extra"]) == ("p", 1, {"epoch": 3})
+    assert load_checkpoint(save_checkpoint(tmp_path, "q", 2, model, None, None), fresh)["extra"] == {}
+    saved, loaded = opt.state_dict(), fresh_opt.state_dict()
+    assert loaded["param_groups"] == saved["param_groups"]  # lr 0.1 again, not 0.5
+    assert set(loaded["state"]) == set(saved["state"]) == {0, 1}
+    for idx, per_param in saved["state"].items():
+        assert set(loaded["state"][idx]) == {"ema.of.grad", "calls"}
+        assert torch.equal(loaded["state"][idx]["ema.of.grad"], per_param["ema.of.grad"])
+        assert loaded["state"][idx]["calls"] == 1
+
+
+# Catches: the orphan scan stopping at the first file that is not a checkpoint.
+def test_prune_looks_past_unrelated_files(tmp_path: Path) -> None:
+    from hypernet.train.checkpoint import prune_checkpoints
+
+    (tmp_path / "a-notes.txt").write_text("kept")
+    orphan = tmp_path / "p-00000005.safetensors"  # its JSON was never written
+    orphan.write_bytes(b"x")
+    assert prune_checkpoints(tmp_path) == [orphan]
+    assert [p.name for p in tmp_path.iterdir()] == ["a-notes.txt"]
+
+
+# Catches: pruning that fails when an old checkpoint's tensor file is already gone (deleted by hand,
+# or the damage above), instead of removing its JSON and carrying on.
+def test_pruning_tolerates_a_missing_tensor_file(tmp_path: Path) -> None:
+    model = nn.Linear(2, 1)
+    first = save_checkpoint(tmp_path, "p", 1, model, None, None, keep=5)
+    first.with_suffix(".safetensors").unlink()
+    save_checkpoint(tmp_path, "p", 2, model, None, None, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p-00000002.json", "p-00000002.safetensors"]

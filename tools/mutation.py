@@ -1,0 +1,194 @@
+"""Mutation testing of one module at a time with mutmut, each with its own test selection.
+
+    python tools/mutation.py spec            # mutate src/hypernet/spec.py, run tests/test_spec.py
+    python tools/mutation.py spec --results --show  # summary and survivor diffs of the last run
+    python tools/mutation.py --list          # the modules and their tests
+
+mutmut reads its settings from `pyproject.toml` in the folder it runs in and keeps its mutants in
+`mutants/` there. One settings table cannot give each module its own tests, so every module gets a
+folder `.mutation/<module>/` (git-ignored) holding links to `src/` and `tests/` and a generated
+`pyproject.toml`. Each run starts from fresh mutants (`--keep` reuses the last run's verdicts).
+Runs use one worker and one thread (`OMP_NUM_THREADS=1`): the machines are small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+
+#: module -> (files to mutate, as globs under the repository; pytest arguments selecting the tests that
+#: exercise them). The tests are
+#: the ones written for the module (plus the few other files that are its only callers in the suite),
+#: so that one module's run takes minutes, not the whole suite per mutant.
+MODULES: dict[str, tuple[list[str], list[str]]] = {
+    "spec": (["src/hypernet/spec.py"], ["tests/test_spec.py"]),
+    # the statistical whole-design checks (slow, ~1 min) stay in the suite; the exact rules are per mutant
+    "init": (["src/hypernet/init.py"], ["tests/test_init_rules.py", "tests/test_init_variance.py", "-m", "not slow"]),
+    "checkpoint": (
+        ["src/hypernet/train/checkpoint.py"],
+        ["tests/test_checkpoint_integrity.py", "tests/test_train.py"],
+    ),
+    "hypernetworks": (
+        ["src/hypernet/hypernetworks/*"],
+        ["tests/test_hypernetworks_core.py", "tests/test_family.py", "tests/test_init_variance.py"],
+    ),
+    "kernels-analytic": (
+        [
+            "src/hypernet/kernels/activations.py",
+            "src/hypernet/kernels/analytic.py",
+            "src/hypernet/kernels/hyper.py",
+            "src/hypernet/kernels/structured.py",
+            "src/hypernet/kernels/validate.py",
+        ],
+        ["tests/test_kernel_references.py", "tests/test_kernels.py", "tests/test_kernels_inputs.py"],
+    ),
+    "kernels-empirical": (
+        [
+            "src/hypernet/kernels/autodiff.py",
+            "src/hypernet/kernels/empirical.py",
+            "src/hypernet/kernels/finite.py",
+            "src/hypernet/kernels/ntk_plan.py",
+            "src/hypernet/kernels/predict.py",
+        ],
+        ["tests/test_empirical_ntk.py", "tests/test_empirical_ntk_reference.py", "tests/test_kernels.py"],
+    ),
+    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py"]),
+    "batched_ops": (["src/hypernet/batched_ops.py"], ["tests/test_engine_layers.py", "tests/test_core_contract.py"]),
+    "data": (["src/hypernet/data/*"], ["tests/test_data.py"]),
+}
+
+
+#: Lines mutmut leaves alone: they only format an error message (the brief allows exactly this
+#: exemption). Whether an error is raised, and of which type, is still mutated on the lines around it;
+#: the tests check with `match=` that each message names the offending argument.
+MESSAGE_ONLY = [r"^\s*raise \w+\(f?[\"']"]
+
+#: `<module> <mutant name> <reason>` per line: survivors that no test can kill because the mutant
+#: computes the same thing as the original on every input (see docs/testing.md).
+EQUIVALENT = ROOT / "tools" / "mutation_equivalent.txt"
+
+
+def _toml_list(values: list[str]) -> str:
+    return json.dumps(values)  # a JSON list of strings is a TOML array of basic strings
+
+
+def equivalent(module: str) -> dict[str, str]:
+    """`{mutant name: reason}` of the mutants of `module` marked equivalent."""
+    marked: dict[str, str] = {}
+    for line in EQUIVALENT.read_text().splitlines() if EQUIVALENT.exists() else []:
+        if line.strip() and not line.startswith("#"):
+            name, mutant, reason = line.split(maxsplit=2)
+            if name == module:
+                marked[mutant] = reason
+    return marked
+
+
+def summarize(module: str, work: Path, mutmut: str, env: dict[str, str], show: bool) -> int:
+    """Print killed / survived / equivalent / timeout / no tests, and the survivors (with diffs if `show`)."""
+    listing = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True)
+    status: dict[str, str] = {}
+    for line in listing.stdout.splitlines():
+        name, sep, verdict = line.strip().rpartition(": ")
+        if sep:
+            status[name] = verdict
+    marked = equivalent(module)
+    stale = sorted(set(marked) - {n for n, v in status.items() if v != "killed"})
+    counts: dict[str, int] = {}
+    for name, verdict in status.items():
+        key = "equivalent" if name in marked and verdict == "survived" else verdict
+        counts[key] = counts.get(key, 0) + 1
+    total = len(status)
+    killed = counts.get("killed", 0)
+    live = total - counts.get("equivalent", 0)
+    print(f"{module}: {total} mutants; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if live:
+        print(f"{module}: killed {killed}/{live} non-equivalent = {100 * killed / live:.1f}%")
+    for name in stale:
+        print(f"marked equivalent but {status.get(name, 'absent')}: {name}")
+    for name, verdict in sorted(status.items()):
+        if verdict != "killed" and name not in marked:
+            print(f"  {verdict}: {name}")
+            if show:
+                diff = subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True)
+                lines = diff.stdout.splitlines()
+                changed = [d for d in lines if d.startswith(("-", "+")) and not d.startswith(("---", "+++"))]
+                print("\n".join("      " + d for d in changed))
+    return 0
+
+
+def prepare(module: str) -> Path:
+    """Create `.mutation/<module>/` with links to the sources and tests and mutmut's settings."""
+    globs, tests = MODULES[module]
+    work = WORK / module
+    work.mkdir(parents=True, exist_ok=True)
+    links = {"src": ROOT / "src", "tests": ROOT / "tests", "shared": ROOT.parent / "shared"}
+    for name, target in links.items():
+        link = work / name
+        if not link.is_symlink() and target.exists():
+            link.symlink_to(target, target_is_directory=True)
+    # the tests' own pytest settings (markers, options) travel with mutmut's
+    pytest_opts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["src"]',
+        f"only_mutate = {_toml_list(globs)}",
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
+        # torch starts threads at import; forking mutmut's own pytest process is not safe with them
+        'process_isolation = "forkserver"',
+        # the one exemption: the message of a `raise` (its text, not whether or what it raises)
+        f"do_not_mutate_patterns = {_toml_list(MESSAGE_ONLY)}",
+        "",
+        "[tool.pytest.ini_options]",
+        f"addopts = {json.dumps(pytest_opts.get('addopts', ''))}",
+        f"markers = {_toml_list(pytest_opts.get('markers', []))}",
+        "",
+    ]
+    text = "\n".join(lines)
+    settings = work / "pyproject.toml"
+    if not settings.exists() or settings.read_text() != text:
+        settings.write_text(text)
+    return work
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", nargs="?", choices=sorted(MODULES), help="which module to mutate")
+    parser.add_argument("--results", action="store_true", help="summarize the last run only, do not run")
+    parser.add_argument("--keep", action="store_true", help="reuse the mutants and verdicts of the last run")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (globs, tests) in MODULES.items():
+            print(f"{name}: {' '.join(globs)}  <-  {' '.join(tests)}")
+        return 0
+    if args.module is None:
+        parser.error("name a module (or --list)")
+    work = prepare(args.module)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if not args.results:
+        if not args.keep:
+            shutil.rmtree(work / "mutants", ignore_errors=True)  # a clean measurement: new mutants, new stats
+        # mutmut redraws a progress line many times a second; keep that in a log, not on the terminal
+        with open(work / "run.log", "w") as log:
+            code = subprocess.call([mutmut, "run", "--max-children", str(args.children)], cwd=work, env=env, stdout=log)
+        if code != 0:
+            print(f"mutmut run failed ({code}); see {work / 'run.log'}", file=sys.stderr)
+            return code
+    return summarize(args.module, work, mutmut, env, args.show)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
