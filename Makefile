@@ -35,7 +35,7 @@ test: lint
 # against neural-tangents where that is installed, so it is run by hand (see README).
 bench: install
 	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
-	$(BIN)/python benchmarks/designs.py
+	$(BIN)/python benchmarks/designs.py --json docs/benchmarks/designs.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
