@@ -35,7 +35,7 @@ test: lint
 # against neural-tangents where that is installed, so it is run by hand (see README).
 bench: install
 	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
-	$(BIN)/python benchmarks/designs.py
+	$(BIN)/python benchmarks/designs.py --json docs/benchmarks/designs.json
 
 # Mutation testing of one module with its own tests: `make mutation MODULE=spec` (list: MODULE=--list).
 # Minutes per module on 2 cores; scores and equivalent mutants in docs/testing.md.

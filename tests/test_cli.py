@@ -77,6 +77,14 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "details" not in page.tags[: page.tags.index("figure")]
     assert {p.name for p in (out / "figures").iterdir()} == {"learning_curves.png", "per_task_accuracy.png"}
     assert any((out / "checkpoints").glob("hyper-mip-*.safetensors"))
+    # results.json (what docs/results/ copies): the run's command and seed, the summary, and the
+    # headline table with its numbers unrounded
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "split-digits" and results["seed"] == 0 and results["quick"] is True
+    assert results["command"].startswith("hypernet demo --quick") and results["summary"] == summary
+    rows = {row[0]: row for row in results["headline"]["rows"]}
+    for name, res in summary["models"].items():
+        assert rows[name][1:] == [res["mean_acc"], *res["per_task_acc"], res["trainable_parameters"]]
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
 

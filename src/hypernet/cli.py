@@ -95,7 +95,7 @@ def _config_fields(exp: Experiment) -> list[str]:
 def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
     """Validate everything, claim the run folder, run, then write the summary, report and table."""
     from hypernet.experiments import RunContext
-    from hypernet.experiments.rundir import check_out, claim, clean_leftovers, new_run_dir
+    from hypernet.experiments.rundir import check_out, claim, clean_leftovers, new_run_dir, read_run_config
     from hypernet.report.table import print_table
 
     exp = _get(name)
@@ -138,6 +138,7 @@ def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
     write_json(out / "summary.json", summary)
     seconds = round(time.monotonic() - start, 1)
     write_json(out / "run.json", {"finished": _now(), "seconds": seconds, "resumed": args.resume})
+    write_json(out / "results.json", exp.results(summary, read_run_config(out), seconds))
     report = _report(out)
     if exp.headline is not None:
         print()

@@ -108,6 +108,21 @@ class Experiment:
         validate(config)
         return config
 
+    def results(self, summary: dict[str, Any], run: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The run's headline numbers as one JSON-ready record (`results.json` in the run folder; the
+        README quotes the copy in `docs/results/NAME.json`): what was run (command, seed, config,
+        versions from `config.json` as `run`), how long it took, the headline table with its numbers
+        unrounded, and the whole summary."""
+        table = self.headline(summary) if self.headline is not None else None
+        keys = ("command", "seed", "quick", "device", "config", "versions", "started")
+        return {
+            "experiment": self.name,
+            **{k: run.get(k) for k in keys},
+            "seconds": seconds,
+            "headline": dataclasses.asdict(table) if table is not None else None,
+            "summary": summary,
+        }
+
 
 EXPERIMENTS: dict[str, Experiment] = {}
 

@@ -1,0 +1,302 @@
+"""Every number in the README's tables comes from a committed result file, written by the command the
+README names: `docs/benchmarks/{designs,per_sample,kernels}.json` (`make bench`, `benchmarks/kernels.py`)
+and `docs/results/<experiment>.json` (each run's `results.json`). Each README number is compared with
+the file's unrounded value, the tolerance being half a unit in the last digit the README prints (the
+rounding of the formatting, nothing more), so a hand-edited number or a stale table fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BENCH = ROOT / "docs" / "benchmarks"
+RESULTS = ROOT / "docs" / "results"
+MB = 2**20  # the benchmarks print MiB
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _section(heading: str) -> str:
+    """The README text from the line `heading` to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    lines = README.splitlines()
+    start = lines.index(heading)
+    end = next(
+        (i for i in range(start + 1, len(lines)) if re.match(rf"#{{1,{len(level)}}} ", lines[i])),
+        len(lines),
+    )
+    return "\n".join(lines[start + 1 : end])
+
+
+def _table(text: str, first_column: str) -> list[list[str]]:
+    """Rows (cells stripped) of the markdown table in `text` whose header starts with `first_column`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_column)}\s*\|", line))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _code_block(text: str, first_line: str | None = None) -> list[str]:
+    """Lines of the first fenced code block in `text` (with `first_line` as its first line, if given)."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    for block in blocks:
+        lines = block.rstrip("\n").splitlines()
+        if first_line is None or lines[0].strip().startswith(first_line):
+            return lines
+    raise AssertionError(f"no code block starting with {first_line!r}")
+
+
+def _half_unit(text: str) -> float:
+    """Half a unit in the last printed digit of `text` ("0.967" -> 5e-4, "7.1e-15" -> 5e-17, "1,234" -> 0.5)."""
+    mantissa, _, exponent = text.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    return 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+
+
+def _agrees(text: str, value: float) -> bool:
+    """Whether the printed number `text` ("16.0x", "34,763,274", "2.8e-07") is `value` rounded as printed.
+    The 1e-9 relative slack covers only binary floating point at the rounding boundary."""
+    number = float(text.replace(",", "").rstrip("x"))
+    return abs(number - value) <= _half_unit(text.rstrip("x")) * (1 + 1e-9) + 1e-12 * abs(value)
+
+
+def _check(text: str, value: float, what: str) -> None:
+    assert _agrees(text, value), f"README {what}: {text}, but the result file says {value!r}"
+
+
+def _results(experiment: str) -> dict[str, Any]:
+    path = RESULTS / f"{experiment}.json"
+    assert path.is_file(), f"{path} is missing: copy the run's results.json there (README, 'All with --seed 0')"
+    results: dict[str, Any] = _json(path)
+    assert results["experiment"] == experiment and results["seed"] == 0 and results["quick"] is False, path
+    return results
+
+
+def _numbers(text: str) -> list[str]:
+    """The numbers of a prose list such as "0.26, 0.36, 0.26" or "256, 1024, 4096"."""
+    return re.findall(r"-?\d+(?:\.\d+)?", text)
+
+
+# --- the checker itself: a number off by more than its rounding is caught, rounding alone is not ---
+
+
+def test_agrees_tolerates_rounding_and_nothing_more() -> None:
+    assert _agrees("0.967", 0.96666) and _agrees("0.967", 0.9674999) and not _agrees("0.967", 0.9676)
+    assert _agrees("16.0x", 16.04) and not _agrees("16.0x", 16.06)
+    assert _agrees("34,763,274", 34763274) and not _agrees("34,763,274", 34763275)
+    assert _agrees("2.8e-07", 2.78e-7) and not _agrees("2.8e-07", 2.86e-7)
+    assert _agrees("-0.54", -0.5449) and not _agrees("-0.54", -0.546)
+
+
+# --- benchmarks ---
+
+
+def test_designs_table_is_designs_json() -> None:
+    data = _json(BENCH / "designs.json")
+    text = _section("## Hypernetwork designs")
+    target = re.search(r"\(target: ([\d-]+ MLP), P = ([\d,]+); condition: \[B, (\d+)\]\)", text)
+    assert target is not None, "README: the designs table's '(target: ..., P = ...; condition: ...)' line"
+    assert target[1] == data["target"]
+    _check(target[2], data["target_parameters"], "designs: P")
+    rows = _table(text, "design")
+    assert [r[0].strip("`") for r in rows] == [d["design"] for d in data["designs"]]
+    for row, d in zip(rows, data["designs"]):
+        assert target[3] == str(d["cond_features"])
+        assert row[1] == d["output"], (row, d)
+        assert row[2] == f"`[B, {d['cond_features']}] -> {d['weights_shape']}`", (row, d)
+        _check(row[3], d["trainable_parameters"], f"{d['design']} trainable parameters")
+        _check(row[4], d["numbers_generated"], f"{d['design']} numbers generated")
+
+
+@pytest.mark.slow
+def test_designs_json_is_what_the_script_gives_now() -> None:
+    """The committed table is the current code's: a change of a design's size needs `make bench`."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import designs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    numel, rows = designs.rows()
+    data = _json(BENCH / "designs.json")
+    assert data["target_parameters"] == numel and data["designs"] == rows, "rerun `make bench` (designs.json)"
+
+
+def test_per_sample_table_is_per_sample_json() -> None:
+    rows = _json(BENCH / "per_sample.json")
+    lines = _code_block(_section("## Per-sample weights: speed"), "B")
+    header = lines[0].split()
+    assert header[:2] == ["B", "batched"], header
+    assert len(lines) - 1 == len(rows)
+    for line, r in zip(lines[1:], rows):
+        cells = line.split()
+        expected = [
+            r["B"],
+            *(r[k + "_s"] * 1e3 for k in ("batched", "vmap", "bmm", "loop")),
+            r["loop_s"] / r["batched_s"],
+            r["bmm_s"] / r["batched_s"],
+            r["vmap_s"] / r["batched_s"],
+            r["saved_bytes_batched"] / MB,
+            r["saved_bytes_bmm"] / MB,
+        ]
+        assert len(cells) == len(expected), line
+        for i, (cell, value) in enumerate(zip(cells, expected)):
+            _check(cell, value, f"per-sample B = {r['B']}, column {i + 1}")
+
+
+def test_kernel_table_is_kernels_json() -> None:
+    rows = _json(BENCH / "kernels.json")
+    lines = _code_block(_section("### Kernel speed"), "threads")
+    # the setup line: as the run printed it, with the script's constants
+    assert lines[0] == (BENCH / "kernels.txt").read_text().splitlines()[0]
+    setup = re.fullmatch(r"threads \d+; d = (\d+), depth (\d+), weight_var ([\d.]+), bias_var ([\d.]+)", lines[0])
+    assert setup is not None, lines[0]
+    script = (ROOT / "benchmarks" / "kernels.py").read_text()
+    assert f"D, DEPTH, WV, BV = {setup[1]}, {setup[2]}, {setup[3]}, {setup[4]}" in script
+    body = lines[2:]
+    assert [(c.split()[0], int(c.split()[1])) for c in body] == [(r["kernel"], r["N"]) for r in rows]
+    for line, r in zip(body, rows):
+        cells = line.split()[2:]
+        what = f"kernel speed {r['kernel']} N = {r['N']}"
+        _check(cells[0], r["ours"]["seconds"], what + ", ours s")
+        _check(cells[1], r["ours"]["peak_rss_bytes"] / MB, what + ", peak MB")
+        nt = r["neural_tangents"]
+        if not nt["available"]:
+            assert cells[2:] == ["n/a"] * 4, line
+            continue
+        _check(cells[2], nt["seconds"], what + ", NT s")
+        _check(cells[3], nt["peak_rss_bytes"] / MB, what + ", NT peak MB")
+        _check(cells[4], nt["seconds"] / r["ours"]["seconds"], what + ", NT/ours")
+        off, diag = cells[5].split("/")
+        _check(off, r["max_abs_diff_offdiag"], what + ", off-diagonal difference")
+        _check(diag, r["max_abs_diff_diag"], what + ", diagonal difference")
+    # the prose under the table: off the diagonal to 1e-14, on it off by up to ~3e-7
+    text = _section("### Kernel speed")
+    analytic = [r for r in rows if r["kernel"] != "empirical_ntk" and r["neural_tangents"]["available"]]
+    assert "agree with neural-tangents to 1e-14" in text
+    assert max(r["max_abs_diff_offdiag"] for r in analytic) < 1e-14
+    bound = re.search(r"off by up to ~(\S+) there", text.replace("\n", " "))
+    assert bound is not None
+    _check(bound[1], float(f"{max(r['max_abs_diff_diag'] for r in analytic):.0e}"), "kernel diagonal bound")
+
+
+# --- experiments: docs/results/<experiment>.json, each the results.json of the run the README names ---
+
+
+def test_demo_table_is_the_demo_run() -> None:
+    results = _results("split-digits")
+    assert results["command"] == "hypernet demo --seed 0"
+    section = _section("## The main job: `hypernet demo`")
+    assert "Results of `hypernet demo --seed 0`" in section
+    models = results["summary"]["models"]
+    rows = _table(section, "model")
+    assert sorted(r[0] for r in rows) == sorted(models)
+    for name, params, per_task, mean in rows:
+        res = models[name]
+        _check(params, res["trainable_parameters"], f"demo {name} parameters")
+        accs = per_task.split(", ")
+        assert len(accs) == len(res["per_task_acc"]), name
+        for i, (text, value) in enumerate(zip(accs, res["per_task_acc"])):
+            _check(text, value, f"demo {name} task {i}")
+        _check(mean, res["mean_acc"], f"demo {name} mean")
+    images = re.search(r"(\d+) training images per\s+task", section)
+    assert images is not None and int(images[1]) == results["config"]["train_per_task"]
+
+
+def _experiment_rows() -> dict[str, list[str]]:
+    rows = _table(_section("### The paper's claims, rerun"), "experiment")
+    return {r[0].strip("`"): r for r in rows}
+
+
+def test_experiment_table_lists_runs_with_results() -> None:
+    for name, row in _experiment_rows().items():
+        assert row[1].strip("`").split()[:3] == ["hypernet", "run", name], row
+        if (RESULTS / f"{name}.json").exists():
+            assert _results(name)["command"].split()[:3] == ["hypernet", "run", name], name
+
+
+def test_readme_figures_are_committed() -> None:
+    figures = re.findall(r"!\[[^\]]*\]\((docs/figures/[^)]+)\)", README)
+    assert len(figures) >= 6
+    for path in figures:
+        assert (ROOT / path).is_file(), path
+
+
+def test_kernel_convergence_numbers() -> None:
+    results = _results("kernel-convergence")
+    row = _experiment_rows()["kernel-convergence"][2]
+    slope = re.search(r"error slope (\S+) on log-log axes \(theory: (\S+)\)", row)
+    assert slope is not None, row
+    _check(slope[1], results["summary"]["fit"]["ntk_single_slope"], "kernel-convergence slope")
+    _check(slope[2], results["summary"]["fit"]["expected_slope"], "kernel-convergence theory slope")
+    text = _section("### The paper's claims, rerun").replace("\n", " ")
+    draws = re.search(r"with (\d+) networks it cannot resolve", text)
+    assert draws is not None and int(draws[1]) == results["config"]["nngp_draws"]
+
+
+def test_ntk_drift_numbers() -> None:
+    results = _results("ntk-drift")
+    row = _experiment_rows()["ntk-drift"][2]
+    found = re.search(
+        r"over (\d+) GD steps the NTK moves (.+?) with `n_g = (\d+)` as `n_f` goes (.+?) \(.*?\), "
+        r"but (.+?) as `n_g` goes (.+?) at `n_f = (\d+)`",
+        row,
+    )
+    assert found is not None, row
+    steps, moves_a, n_g, n_fs, moves_b, n_gs, n_f = found.groups()
+    assert int(steps) == results["config"]["steps"]
+    sweeps = results["summary"]
+    # the README lists each sweep by increasing width (the JSON's keys are sorted as strings)
+    a = sorted(sweeps["wide_f_narrow_g"].values(), key=lambda r: r["n_f"])
+    b = sorted(sweeps["wide_g"].values(), key=lambda r: r["n_g"])
+    assert [int(v) for v in _numbers(n_fs)] == [r["n_f"] for r in a] and {r["n_g"] for r in a} == {int(n_g)}
+    assert [int(v) for v in _numbers(n_gs)] == [r["n_g"] for r in b] and {r["n_f"] for r in b} == {int(n_f)}
+    for texts, runs in ((moves_a, a), (moves_b, b)):
+        values = _numbers(texts)
+        assert len(values) == len(runs), texts
+        for text, r in zip(values, runs):
+            _check(text, r["ntk_rel_change"], f"ntk-drift n_f = {r['n_f']}, n_g = {r['n_g']}")
+
+
+def test_hyperkernel_images_table() -> None:
+    results = _results("hyperkernel-images")
+    section = _section("### The paper's claims, rerun")
+    psnr = results["summary"]["psnr"]
+    rows = _table(section, "method")
+    assert sorted(r[0] for r in rows) == sorted(psnr)
+    for method, mnist, sample in rows:
+        _check(mnist, psnr[method]["mnist_completion_psnr_db"], f"{method} MNIST PSNR")
+        _check(sample, psnr[method]["sample_images_psnr_db"], f"{method} sample-images PSNR")
+    cfg = results["config"]
+    setup = re.search(
+        r"bottom halves of (\d+) test digits predicted from their top\s+halves, (\d+) training digits x (\d+) "
+        r"pixels; sample images: (\d+)% of pixels predicted from (\d+)%",
+        section,
+    )
+    assert setup is not None
+    assert [int(v) for v in setup.groups()[:3]] == [cfg["test_digits"], cfg["train_digits"], cfg["pixels_per_digit"]]
+    assert int(setup[5]) == round(100 * cfg["observed_fraction"]) and int(setup[4]) + int(setup[5]) == 100
+
+
+def test_rotation_widths_setup() -> None:
+    results = _results("rotation-widths")
+    text = _section("### The paper's claims, rerun").replace("\n", " ")
+    setup = re.search(r"\(([\d,]+) training images from the (\w+) split, Adam, (\d+) epochs\)", text)
+    assert setup is not None
+    cfg = results["config"]
+    assert (int(setup[1].replace(",", "")), setup[2], int(setup[3])) == (cfg["n_train"], cfg["split"], cfg["epochs"])
+    assert math.isclose(results["summary"]["chance_error"], 1 - 1 / cfg["classes"])
