@@ -3,6 +3,6 @@
 from hypernet.experiments.registry import EXPERIMENTS, Experiment, RunContext, get, register
 
 # Importing the modules registers them.
-from hypernet.experiments import hyperkernel_images, kernel_convergence, ntk_drift, rotation_widths, split_digits  # noqa: E402, F401  # isort: skip
+from hypernet.experiments import continual, hyperkernel_images, kernel_convergence, ntk_drift, rotation_widths, split_digits  # noqa: E402, F401  # isort: skip
 
 __all__ = ["EXPERIMENTS", "Experiment", "RunContext", "get", "register"]
