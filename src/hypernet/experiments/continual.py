@@ -85,13 +85,15 @@ def build_learner(cfg: ContinualConfig, method: str, num_tasks: int, num_classes
         target = hn.TargetNetwork(mlp(d_in, cfg.hidden, num_classes))
         if cfg.chunk_size:
             hyper: torch.nn.Module = hn.ChunkedHyperNetwork(
-                cfg.embedding_dim, target.spec, chunk_size=cfg.chunk_size, chunk_dim=cfg.chunk_dim, hidden=cfg.hyper_hidden
+                cfg.embedding_dim,
+                target.spec,
+                chunk_size=cfg.chunk_size,
+                chunk_dim=cfg.chunk_dim,
+                hidden=cfg.hyper_hidden,
             )
         else:
             hyper = hn.MLPHyperNetwork(cfg.embedding_dim, target.spec, hidden=cfg.hyper_hidden)
-        hnet = HnetContinual(
-            target, hyper, num_tasks, cfg.embedding_dim, beta=cfg.beta, target_mode=cfg.target_mode
-        )
+        hnet = HnetContinual(target, hyper, num_tasks, cfg.embedding_dim, beta=cfg.beta, target_mode=cfg.target_mode)
         return HnetLearner(hnet, subset=cfg.reg_subset, lookahead_lr=cfg.lookahead_lr)
     if method == "per-task":
         return PerTaskNets([mlp(d_in, cfg.hidden, num_classes) for _ in range(num_tasks)])
@@ -182,7 +184,7 @@ def _bars(ctx: RunContext, results: dict[str, Any]) -> None:
             label="task-incremental" if i == 0 else "class-incremental (task inferred)",
         )
     ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set(ylabel="average final test accuracy", ylim=(0, 1), title="Final accuracy over all tasks (mean ± sd over seeds)")
+    ax.set(ylabel="average final test accuracy", ylim=(0, 1), title="Final accuracy over all tasks (mean ± sd, seeds)")
     ax.legend(fontsize=8, loc="lower right")
     ctx.save_figure(fig, "final_accuracy")
 
@@ -204,12 +206,26 @@ def headline(summary: dict[str, Any]) -> Table:
             ]
         )
     return Table(
-        f"{summary['benchmark']}: average final test accuracy over the tasks (%, mean ± sd over {len(summary['seeds'])} seeds)",
-        ["method", "task-IL acc", "forgetting", "class-IL acc", "trainable parameters", "stored KiB", "published task-IL"],
+        f"{summary['benchmark']}: average final test accuracy over the tasks "
+        f"(%, mean ± sd over {len(summary['seeds'])} seeds)",
+        [
+            "method",
+            "task-IL acc",
+            "forgetting",
+            "class-IL acc",
+            "trainable parameters",
+            "stored KiB",
+            "published task-IL",
+        ],
         rows,
         note="forgetting: accuracy right after learning a task minus at the end, averaged over all but the last task; "
         "published: " + summary["published"]["source"],
     )
+
+
+def _check_data(cfg: ContinualConfig) -> None:
+    for split in ("train", "test"):
+        check_mnist(split, cfg.data_dir or None)
 
 
 CAPTIONS = {
@@ -227,8 +243,7 @@ CAPTIONS = {
     quick=QUICK,
     headline=headline,
     captions=CAPTIONS,
-    prepare=lambda cfg: (check_mnist("train", cfg.data_dir or None), check_mnist("test", cfg.data_dir or None))
-    and None,
+    prepare=lambda cfg: _check_data(cfg),
 )
 def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "split")
@@ -241,8 +256,7 @@ def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     quick={**QUICK, "hidden": (32,)},
     headline=headline,
     captions=CAPTIONS,
-    prepare=lambda cfg: (check_mnist("train", cfg.data_dir or None), check_mnist("test", cfg.data_dir or None))
-    and None,
+    prepare=lambda cfg: _check_data(cfg),
 )
 def run_permuted(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "permuted")

@@ -23,6 +23,8 @@ from hypernet.methods.continual import HnetContinual, lookahead_step
 from hypernet.methods.ewc import EWCPenalty, call, fisher_diagonal, flat_params
 from hypernet.methods.si import SIPenalty
 
+Logged = dict[str, float]
+
 
 def mlp(d_in: int, hidden: Sequence[int], d_out: int) -> nn.Sequential:
     """`d_in -> hidden... -> d_out` with ReLU."""
@@ -56,7 +58,7 @@ class Learner(nn.Module):
     def trainable(self, task: int) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
         """The objective of one step on batch `x: [B, ...]`, `y: [B]`, and what to log."""
         return F.cross_entropy(self(x, task), y), {}
 
@@ -97,7 +99,7 @@ class EWC(FineTune):
         n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.penalty = EWCPenalty(n, net.num_tasks, lam, online, gamma)
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
         task_loss = F.cross_entropy(self(x, task), y)
         reg = self.penalty(flat_params(self.trainable(0)))
         return task_loss + reg, {"task_loss": float(task_loss.detach()), "reg": float(reg.detach())}
@@ -126,7 +128,7 @@ class SI(FineTune):
     def start_task(self, task: int) -> None:
         self.penalty.start_task(self._theta().detach())
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
         theta = self._theta()
         self.penalty.track(theta.detach())  # the previous step's -g * dtheta
         task_loss = F.cross_entropy(self(x, task), y)
@@ -181,7 +183,7 @@ class HnetLearner(Learner):
     def trainable(self, task: int) -> list[nn.Parameter]:
         return self.hnet.trainable(task)
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
         task_loss = F.cross_entropy(self(x, task), y)
         delta = lookahead_step(task_loss, self.hnet.hypernetwork, self.lookahead_lr) if self.lookahead_lr else None
         reg = self.hnet.regularizer(int(task), subset=self.subset, generator=generator, delta=delta)
