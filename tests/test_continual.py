@@ -185,3 +185,17 @@ def test_cross_entropy_helper_is_plain() -> None:
     x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
     loss, _ = net.loss(x, y, 1, torch.Generator())
     torch.testing.assert_close(loss, F.cross_entropy(net.model.net(x)[:, 2:4], y))
+
+
+@pytest.mark.slow
+def test_transfer_quick_runs_and_counts_what_trains(tmp_path: Path, mnist_dir: Path) -> None:
+    out = tmp_path / "tr"
+    args = ["run", "split-mnist-transfer", "--quick", "--out", str(out), "--no-progress", "--data-dir", str(mnist_dir)]
+    assert main([*args, "--set", "shots=10"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["new_task"] == [8, 9] and set(summary["arms"]) == {"hnet-embedding", "finetune-plain", "scratch"}
+    # only the new embedding trains for the hypernetwork; all of a 784 -> 32 -> 5 x 2 network otherwise
+    assert summary["trainable_on_new_task"]["hnet-embedding"] == 32
+    assert summary["trainable_on_new_task"]["scratch"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert all(0.0 <= r["10"]["mean"] <= 1.0 for r in summary["arms"].values())
+    assert (out / "figures" / "transfer.png").exists()

@@ -10,6 +10,7 @@ from hypernet.experiments import (  # noqa: E402, F401  # isort: skip
     ntk_drift,
     rotation_widths,
     split_digits,
+    transfer,
 )
 
 __all__ = ["EXPERIMENTS", "Experiment", "RunContext", "get", "register"]
