@@ -37,7 +37,7 @@ class TransferConfig:
     seeds: int = setting(3, "seeds run one after another (--seed, --seed+1, ...)", ge=1)
     steps_per_task: int = setting(600, "training steps per pretraining task", ge=1)
     few_steps: int = setting(300, "steps on the new task's few images", ge=1)
-    embedding_lr: float = setting(1e-2, "Adam learning rate of the new task embedding", gt=0)
+    embedding_lr: float = setting(0.1, "Adam learning rate of the new task embedding", gt=0)
     few_lr: float = setting(1e-3, "Adam learning rate of the plain networks on the new task", gt=0)
     batch_size: int = setting(128, "images per step (pretraining; the few-shot batch is min(n, this))", ge=1)
     lr: float = setting(1e-3, "Adam learning rate of pretraining", gt=0)
