@@ -3,7 +3,16 @@
 from hypernet.experiments.registry import EXPERIMENTS, Experiment, RunContext, get, register
 
 # Importing the modules registers them.
-from hypernet.experiments import hyperkernel_images, kernel_convergence, ntk_drift, rotation_widths, split_digits  # noqa: E402, F401  # isort: skip
-from hypernet.experiments import mip_ablation, modularity  # noqa: E402, F401  # isort: skip
+from hypernet.experiments import (  # noqa: E402, F401  # isort: skip
+    continual,
+    hyperkernel_images,
+    kernel_convergence,
+    mip_ablation,
+    modularity,
+    ntk_drift,
+    rotation_widths,
+    split_digits,
+    transfer,
+)
 
 __all__ = ["EXPERIMENTS", "Experiment", "RunContext", "get", "register"]

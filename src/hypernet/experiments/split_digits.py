@@ -1,7 +1,11 @@
 """`split-digits` (the main job, `hypernet demo`): one task-conditioned hypernetwork generates a small
 classifier for each task of split digits (0/1, 2/3, 4/5, 6/7, 8/9), against one plain network trained
 per task. Standard (task embedding + hyperfan init) and MIP (one-hot task, cos|sin encoding,
-residual) parametrizations; per-task test accuracy and learning curves in the report."""
+residual) parametrizations; per-task test accuracy and learning curves in the report.
+
+It runs in the harness of the continual experiments (`experiments.harness`): the models above train
+jointly on every task; `--set methods=hnet,ewc,si,...` adds the continual methods of `split-mnist`,
+trained task after task on the same data (offline, for quick runs)."""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hypernet as hn
-from hypernet.data import TaskSet, load_digits, split_tasks, train_test_split
+from hypernet.data import load_digits, split_tasks, train_test_split
+from hypernet.experiments.continual import METHODS, ContinualConfig, build_learner
+from hypernet.experiments.harness import Schedule, Tasks, heatmaps, run_methods
 from hypernet.experiments.registry import RunContext, register
 from hypernet.experiments.settings import setting
+from hypernet.methods.learners import Learner, PerTaskNets, mlp
 from hypernet.report.table import Table
 from hypernet.train import TrainConfig
 
@@ -39,18 +45,20 @@ class SplitDigitsConfig:
     train_per_task: int = setting(40, "training images per task (0: all, about 290)", ge=0)
     eval_every: int = setting(100, "steps between test evaluations", ge=1)
     checkpoint_every: int = setting(100, "steps between checkpoints", ge=1)
+    methods: tuple[str, ...] = setting(
+        (), "continual methods to run as well, task after task (steps / 5 per task)", choices=METHODS
+    )
 
 
 def classifier(hidden: tuple[int, ...], d_in: int = 64, d_out: int = 2) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(d_in, h), nn.ReLU()]
-        d_in = h
-    return nn.Sequential(*layers, nn.Linear(d_in, d_out))
+    return mlp(d_in, hidden, d_out)
 
 
-class TaskConditioned(nn.Module):
-    """A `HyperModel` over tasks, with its task encoding (embedding or MIP's one-hot in [0, 1])."""
+class TaskConditioned(Learner):
+    """A `HyperModel` over tasks, with its task encoding (embedding or MIP's one-hot in [0, 1]),
+    trained jointly on every task (one generated network per sample's task)."""
+
+    joint = True
 
     def __init__(self, cfg: SplitDigitsConfig, num_tasks: int, parametrization: str) -> None:
         super().__init__()
@@ -67,45 +75,12 @@ class TaskConditioned(nn.Module):
             )
             self.model = hn.HyperModel(target, hyper, hn.TaskEmbedding(num_tasks, cfg.embedding_dim))
 
-    def forward(self, x: Tensor, tasks: Tensor) -> Tensor:
-        out: Tensor = self.model(x, tasks)
+    def forward(self, x: Tensor, task: int | Tensor) -> Tensor:
+        out: Tensor = self.model(x, torch.as_tensor(task, device=x.device))
         return out
 
-
-class PerTask(nn.Module):
-    """The baseline: one plain classifier per task."""
-
-    def __init__(self, cfg: SplitDigitsConfig, num_tasks: int) -> None:
-        super().__init__()
-        self.nets = nn.ModuleList(classifier(cfg.hidden) for _ in range(num_tasks))
-
-    def forward(self, x: Tensor, tasks: Tensor) -> Tensor:
-        out = torch.empty(x.shape[0], 2, device=x.device)
-        for t, net in enumerate(self.nets):
-            mask = tasks == t
-            if mask.any():
-                out[mask] = net(x[mask])
-        return out
-
-
-def _batch(tasks: TaskSet, size: int, g: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    xs, ys, ts = [], [], []
-    for t, data in enumerate(tasks.train):
-        idx = torch.randint(len(data), (size,), generator=g)
-        xs.append(data.x[idx])
-        ys.append(data.y[idx])
-        ts.append(torch.full((size,), t, dtype=torch.long))
-    return torch.cat(xs).to(device), torch.cat(ys).to(device), torch.cat(ts).to(device)
-
-
-def _accuracy(model: nn.Module, tasks: TaskSet, device: torch.device) -> list[float]:
-    accs = []
-    with torch.no_grad():
-        for t, data in enumerate(tasks.test):
-            ids = torch.full((len(data),), t, dtype=torch.long, device=device)
-            pred = model(data.x.to(device), ids).argmax(-1)
-            accs.append(float((pred == data.y.to(device)).float().mean()))
-    return accs
+    def trainable(self, task: int) -> list[nn.Parameter]:
+        return self.model.trainable_parameters()
 
 
 @register(
@@ -122,45 +97,56 @@ def _accuracy(model: nn.Module, tasks: TaskSet, device: torch.device) -> list[fl
 )
 def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     train_set, test_set = train_test_split(load_digits(), cfg.test_fraction, seed=ctx.seed)
-    tasks = split_tasks(train_set, test_set)
+    taskset = split_tasks(train_set, test_set)
     if cfg.train_per_task > 0:
         g = torch.Generator().manual_seed(ctx.seed)
-        tasks.train = [d.subset(torch.randperm(len(d), generator=g)[: cfg.train_per_task]) for d in tasks.train]
-    models: dict[str, nn.Module] = {}
-    for p in cfg.parametrizations:
-        models[f"hyper-{p}"] = TaskConditioned(cfg, tasks.num_tasks, p).to(ctx.device)
-    models["plain-per-task"] = PerTask(cfg, tasks.num_tasks).to(ctx.device)
-    train_cfg = TrainConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        schedule=cfg.schedule,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=max(1, cfg.eval_every // 4),
+        taskset.train = [d.subset(torch.randperm(len(d), generator=g)[: cfg.train_per_task]) for d in taskset.train]
+    tasks = Tasks.from_taskset(taskset)
+    n = tasks.num_tasks
+    joint = [f"hyper-{p}" for p in cfg.parametrizations] + ["plain-per-task"]
+    sequential = ContinualConfig(
+        hidden=cfg.hidden, hyper_hidden=cfg.hyper_hidden, chunk_size=0, embedding_dim=cfg.embedding_dim, lr=cfg.lr
     )
-    results: dict[str, Any] = {}
-    for k, (name, model) in enumerate(models.items()):
-        g = torch.Generator().manual_seed(ctx.seed * 1000 + k)
 
-        def step(_: int, gen: torch.Generator, model: nn.Module = model) -> tuple[Tensor, dict[str, float]]:
-            x, y, t = _batch(tasks, cfg.batch_size, gen, ctx.device)
-            return F.cross_entropy(model(x, t), y), {}
+    def build(method: str, _seed: int) -> Learner:
+        if method.startswith("hyper-"):
+            return TaskConditioned(cfg, n, method.removeprefix("hyper-"))
+        if method == "plain-per-task":
+            return PerTaskNets([classifier(cfg.hidden) for _ in range(n)], joint=True)
+        return build_learner(sequential, method, n, 2, d_in=64)
 
-        def evaluate(model: nn.Module = model) -> dict[str, float]:
-            accs = _accuracy(model, tasks, ctx.device)
-            return {"test_acc": sum(accs) / len(accs)}
-
-        params = model.model.trainable_parameters() if isinstance(model, TaskConditioned) else list(model.parameters())
-        ctx.train(name, model, params, step, train_cfg, eval_fn=evaluate, generator=g)
-        accs = _accuracy(model, tasks, ctx.device)
-        n_params = sum(p.numel() for p in params)
-        results[name] = {"per_task_acc": accs, "mean_acc": sum(accs) / len(accs), "trainable_parameters": n_params}
-    _figures(ctx, results, tasks)
+    sched = Schedule(
+        train=TrainConfig(
+            lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            schedule=cfg.schedule,
+            eval_every=cfg.eval_every,
+            checkpoint_every=cfg.checkpoint_every,
+            log_every=max(1, cfg.eval_every // 4),
+        ),
+        steps=max(1, cfg.steps // n),
+        batch_size=cfg.batch_size,
+        joint_steps=cfg.steps,
+        joint_batch=cfg.batch_size,
+        fisher_samples=100,
+    )
+    out = run_methods([*joint, *cfg.methods], build, tasks, sched, ctx)
+    results = {
+        name: {
+            "per_task_acc": res["final_acc"],
+            "mean_acc": res["mean_acc"],
+            "trainable_parameters": res["trainable_parameters"],
+            "class_il_acc": res["class_il_acc"],
+            **({"forgetting": res["forgetting"]} if name in cfg.methods else {}),
+        }
+        for name, res in out.items()
+    }
+    _figures(ctx, {m: results[m] for m in joint}, taskset)
+    heatmaps(ctx, out, ["/".join(map(str, c)) for c in tasks.classes])
     return {"models": results, "tasks": [list(c) for c in tasks.classes], "chance_acc": 0.5}
 
 
-def _figures(ctx: RunContext, results: dict[str, Any], tasks: TaskSet) -> None:
+def _figures(ctx: RunContext, results: dict[str, Any], tasks: Any) -> None:
     records = ctx.metrics()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name in results:
