@@ -115,6 +115,7 @@ def _ddp_worker(rank: int, world: int, per_sample: bool, port: int, out: str) ->
         _three_sgd_steps(ddp, ddp, per_sample, slice(rank * 4, rank * 4 + 4))
         if rank == 0:
             torch.save(model.state_dict(), out)
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (seen as SIGABRT)
     finally:
         dist.destroy_process_group()
 
