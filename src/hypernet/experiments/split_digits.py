@@ -113,6 +113,8 @@ def _accuracy(model: nn.Module, tasks: TaskSet, device: torch.device) -> list[fl
     "task-conditioned hypernetwork vs one network per task on split digits (the demo)",
     SplitDigitsConfig,
     quick={"steps": 150, "eval_every": 50, "checkpoint_every": 50},
+    distributed=True,
+    global_batch=lambda cfg: cfg.batch_size,  # per task: each process must see every task (PerTask's nets)
     headline=lambda summary: headline(summary),
     captions={
         "learning_curves": "Training loss (left, log scale) and mean test accuracy over the five tasks (right) "
@@ -143,16 +145,19 @@ def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     for k, (name, model) in enumerate(models.items()):
         g = torch.Generator().manual_seed(ctx.seed * 1000 + k)
 
-        def step(_: int, gen: torch.Generator, model: nn.Module = model) -> tuple[Tensor, dict[str, float]]:
-            x, y, t = _batch(tasks, cfg.batch_size, gen, ctx.device)
-            return F.cross_entropy(model(x, t), y), {}
+        trained = ctx.distribute(model)  # DDP in a multi-process run: it averages the gradients
+
+        def step(_: int, gen: torch.Generator, trained: nn.Module = trained) -> tuple[Tensor, dict[str, float]]:
+            # every process draws the same global batch and keeps its own part
+            x, y, t = ctx.shard(*_batch(tasks, cfg.batch_size, gen, ctx.device))
+            return F.cross_entropy(trained(x, t), y), {}
 
         def evaluate(model: nn.Module = model) -> dict[str, float]:
             accs = _accuracy(model, tasks, ctx.device)
             return {"test_acc": sum(accs) / len(accs)}
 
         params = model.model.trainable_parameters() if isinstance(model, TaskConditioned) else list(model.parameters())
-        ctx.train(name, model, params, step, train_cfg, eval_fn=evaluate, generator=g)
+        ctx.train(name, trained, params, step, train_cfg, eval_fn=evaluate, generator=g)
         accs = _accuracy(model, tasks, ctx.device)
         n_params = sum(p.numel() for p in params)
         results[name] = {"per_task_acc": accs, "mean_acc": sum(accs) / len(accs), "trainable_parameters": n_params}
