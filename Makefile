@@ -40,6 +40,7 @@ bench: install
 	@$(BIN)/pip install -q --no-deps "hyper-nn==0.2.2"
 	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
 	$(BIN)/python benchmarks/designs.py
+	$(BIN)/python benchmarks/scaling.py --threads 2 --json docs/benchmarks/scaling.json
 	$(BIN)/python benchmarks/peers.py --threads 2 --json docs/benchmarks/peers.json
 
 clean:
