@@ -102,7 +102,8 @@ def test_plain_closure_warns_that_the_module_is_faster() -> None:
     with pytest.warns(UserWarning, match="passing the nn.Module itself"):
         got = K.empirical_ntk(closure, params, x, output="trace")
     torch.testing.assert_close(got, K.empirical_ntk(net, x, output="trace"), atol=1e-10, rtol=0)
-    assert K.plan_empirical_ntk(closure, params, x).method == "jacobian"
+    with pytest.warns(UserWarning, match="passing the nn.Module itself"):
+        assert K.plan_empirical_ntk(closure, params, x).method == "jacobian"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an explicit method, or the module itself: no hint
         K.empirical_ntk(closure, params, x, method="jacobian")

@@ -222,10 +222,25 @@ def _group_norm(
     return _affine(mode, y, weight, bias, input.ndim - 2)
 
 
-def _embedding(mode: PerSampleMode, input: Tensor, weight: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    if (args and any(a not in (None, False, 2.0) for a in args[1:])) or kwargs.get("max_norm") is not None:
-        raise NotImplementedError("per-sample weights: Embedding with max_norm / sparse is not supported")
+def _embedding(
+    mode: PerSampleMode,
+    input: Tensor,
+    weight: Tensor,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError(
+            "per-sample weights: Embedding with max_norm, scale_grad_by_freq or sparse is not supported"
+        )
     _check_batch(mode, input, 0, "embedding")
+    if padding_idx is not None:  # as F.embedding: the padding row is looked up but gets no gradient
+        keep = torch.ones(weight.shape[-2], 1, dtype=weight.dtype, device=weight.device)
+        keep[padding_idx] = 0
+        weight = weight * keep + (weight * (1 - keep)).detach()
     rows = torch.arange(mode.B, device=input.device).reshape(mode.B, *([1] * (input.ndim - 1)))
     return weight[rows, input]
 

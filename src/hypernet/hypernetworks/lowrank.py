@@ -5,7 +5,6 @@ around their own base values. Generates `r (out + in)` numbers per matrix instea
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -104,17 +103,29 @@ class LowRankHyperNetwork(HyperNetwork):
 
     @torch.no_grad()
     def _init_head(self, head: nn.Linear) -> None:
-        width = head.weight.shape[1]
+        fourth = self._hidden_fourth_moment() if any(b.rank for b in self.blocks) else 1.0
         for b in self.blocks:
             rows = slice(b.offset, b.offset + b.size)
             if b.rank == 0:
                 init_output_rows(head.weight[rows], head.bias[rows], b.info, self.init, residual=True)
             elif self.init != "default":
-                # U, V entries of std s give (U V^T) entries of variance r s^4: match the layer's variance.
+                # U and V are both read from the same hidden vector h: with head rows of std s, given h,
+                # U, V entries are independent N(0, s² |h|²), so E[(U Vᵀ)²] = r s⁴ E[|h|⁴]. Match the
+                # variance a directly initialised layer would have.
                 var = intended_variance(b.info, "hyperfan_out" if self.init == "hyperfan_out" else "hyperfan_in")
-                s = (var / b.rank) ** 0.25
-                nn.init.normal_(head.weight[rows], std=s / math.sqrt(width))
+                nn.init.normal_(head.weight[rows], std=(var / (b.rank * fourth)) ** 0.25)
                 nn.init.zeros_(head.bias[rows])
+
+    @torch.no_grad()
+    def _hidden_fourth_moment(self, samples: int = 1024) -> float:
+        """`E[|h|⁴]` of the trunk's output, over conditions drawn as the inits assume them: N(0, 1)
+        (a task embedding, noise), or uniform in [0, 1] under MIP's encoding. A fixed generator, so
+        the global random stream (and thus every other initial value) is left as it was."""
+        gen = torch.Generator().manual_seed(0)
+        shape = (samples, self.in_features)
+        cond = torch.rand(shape, generator=gen) if self.encodes_input else torch.randn(shape, generator=gen)
+        h = self.trunk(self.encoding(cond))
+        return float(h.pow(2).sum(-1).pow(2).mean())
 
     @property
     def num_generated(self) -> int:

@@ -114,7 +114,7 @@ def prune_checkpoints(folder: Path, keep: int = 2) -> list[Path]:
 def list_checkpoints(folder: Path, name: str) -> list[Path]:
     """Complete checkpoints (their JSON written) of `name`, oldest first."""
     pattern = re.compile(re.escape(name) + r"-(\d{8})\.json$")
-    found = [p for p in folder.glob(f"{name}-*.json") if pattern.search(p.name)] if folder.exists() else []
+    found = [p for p in folder.glob(f"{name}-*.json") if pattern.fullmatch(p.name)] if folder.exists() else []
     return sorted(found)
 
 
