@@ -34,7 +34,8 @@ from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
-from hypernet import batched_ops
+from hypernet import batched_ops, factored
+from hypernet.hypernetworks.lowrank import LowRankWeights
 from hypernet.selection import Selector, select_parameters
 from hypernet.spec import ParamSpec
 
@@ -152,9 +153,15 @@ class TargetNetwork(nn.Module):
         return params
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
-        """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
+    def forward(self, x: Any, weights: Tensor | LowRankWeights, *args: Any, **kwargs: Any) -> Any:
+        """Run the module on `x` with `weights: [P]` or `[B, P]`, or factored `LowRankWeights` (from
+        `LowRankHyperNetwork.factorized`: applied without forming per-sample matrices, see
+        `hypernet.factored`); extra arguments go to the module."""
         batch = _batch_size(x, self.batch_dim)
+        if isinstance(weights, LowRankWeights):
+            if self.engine == "batched":
+                return factored.forward(self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs)
+            weights = factored.merge(self.spec, weights)  # vmap has no factored rule: merged weights
         self.check_weights(weights, batch)
         if isinstance(x, Tensor) and weights.device != x.device:
             raise ValueError(f"x: on device {x.device}, weights on {weights.device}")
