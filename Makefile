@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
 	$(BIN)/python benchmarks/designs.py
 	$(BIN)/python benchmarks/scaling.py --threads 2 --json docs/benchmarks/scaling.json
+	$(BIN)/python benchmarks/lowrank_memory.py --threads 2 --json docs/benchmarks/lowrank_memory.json
 	$(BIN)/python benchmarks/peers.py --threads 2 --json docs/benchmarks/peers.json
 
 clean:
