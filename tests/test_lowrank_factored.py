@@ -137,3 +137,19 @@ def test_factored_weights_of_the_wrong_batch_are_refused() -> None:
     lw = model.hypernetwork.factorized(model.condition(ids, torch.tensor([0, 1, 2])))
     with pytest.raises(ValueError, match=r"expected \[5, out, r\]"):
         model.target(ids, lw)
+
+
+def test_hypernetize_lowrank_gpt_takes_the_factored_path() -> None:
+    """`hn.hypernetize(..., design="lowrank", rank=r)` on the GPT stack: per-sample outputs equal the
+    dense weights' and no [B, out, in] appears (the same recorder as above)."""
+    torch.manual_seed(0)
+    gpt = gpt_example.TinyGPT(vocab=11, d=16, depth=1, heads=2, context=T)
+    gen = [f"blocks.*.{p}.weight" for p in gpt_example.PROJECTIONS]
+    model = hn.hypernetize(gpt, 3, generate=gen, design="lowrank", rank=2, zero_init=False).double()
+    ids, cond = torch.randint(0, 11, (B, T)), torch.rand(B, 3, dtype=torch.float64)
+    with _Shapes() as rec:
+        out = model(ids, cond)
+    assert not rec.shapes & _per_sample_matrices(model, B)
+    dense = model.target(ids, model.hypernetwork(model.condition(ids, cond)))
+    torch.testing.assert_close(out, dense, atol=1e-10, rtol=0)
+    assert (out - gpt.double()(ids)).abs().max() > 1e-3  # the adapters are not zero: the check has teeth
