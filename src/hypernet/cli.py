@@ -354,6 +354,8 @@ def _run_main(argv: list[str]) -> int:
         print(f"hypernet: error: {exc}", file=sys.stderr)
         return 2
     except distributed.DistributedRunError as exc:
+        if exc.exitcode == 2:  # bad input found by process 0, which said so in one line
+            return 2
         print(f"hypernet: run stopped: {exc}; rerun with --resume to continue", file=sys.stderr)
         return 1
     except (TrainingDiverged, CheckpointError) as exc:

@@ -25,7 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 class DistributedRunError(RuntimeError):
-    """A process of a multi-process run failed; the others were stopped."""
+    """A process of a multi-process run failed (`exitcode`: its exit code); the others were stopped."""
+
+    def __init__(self, message: str, exitcode: int = 1) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
 
 
 def env_world_size() -> int:
@@ -204,7 +208,9 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> No
         failed_rank, failure = min(own.items(), key=lambda kv: kv[1].timestamp) if own else exc.get_first_failure()
         why = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
         why = str(why).strip().splitlines()[0] if own and str(why).strip() else f"exit code {failure.exitcode}"
-        raise DistributedRunError(f"process {failed_rank} of {nproc} failed ({why}); the others were stopped") from None
+        raise DistributedRunError(
+            f"process {failed_rank} of {nproc} failed ({why}); the others were stopped", failure.exitcode
+        ) from None
     finally:
         os.environ.clear()
         os.environ.update(saved)
