@@ -6,7 +6,8 @@ plain model's own forward + backward as the baseline; all in one run.
 Target: examples/lowrank_gpt.py's TinyGPT (d = 128, 2 blocks, 4 heads, 32 tokens, vocabulary 64);
 all six projections of each block (q, k, v, out, fc, proj) get rank-4 adapters, one task per sample
 (per-sample) or one for the batch (per-task). Peak memory: on CUDA the allocator's peak
-(`max_memory_allocated`), on CPU the growth of the resident set during the step (benchmarks/common.py).
+(`max_memory_allocated`), on CPU the growth of the resident set during the step (benchmarks/common.py),
+starting with no gradient held, so the step's gradients count.
 
     python benchmarks/lowrank_memory.py [--threads 2] [--device cpu|cuda] [--json docs/benchmarks/lowrank_memory.json]
 """
@@ -83,7 +84,11 @@ def main() -> None:
     }
     times = interleaved_medians(paths, repeat=args.repeat)
     measure = peak_bytes_cuda if device.type == "cuda" else peak_growth
-    peaks = {name: measure(fn) for name, fn in paths.items()}
+    peaks = {}
+    for name, fn in paths.items():
+        for p in [*gpt.parameters(), *trainable]:  # the step's own gradients count in its peak
+            p.grad = None
+        peaks[name] = measure(fn)
     P = model.target.spec.numel
     out = {
         "device": args.device,
