@@ -43,7 +43,7 @@ import hypernet as hn
 from common import exec_with_malloc_trim, interleaved_medians, peak_growth
 
 NUM_TASKS, EMB, HIDDEN, BATCH = 10, 8, 64, 128
-LOOP_ROUNDS_UP_TO = 256  # above this B, the per-sample loop is timed by one call
+LOOP_ROUNDS_UP_TO = 32  # above this B, the per-sample loop (seconds per call) is timed by one call
 LENET_SHAPES = [[10, 1, 5, 5], [10], [20, 10, 5, 5], [20], [50, 320], [50], [10, 50], [10]]
 
 # --------------------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="32,256,1024")
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="B = 32 only, 3 rounds: checks that every path runs")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
