@@ -31,11 +31,18 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest tests
 
-# Per-sample weights and the designs table; the kernel benchmark (benchmarks/kernels.py) compares
+# Per-sample weights, the designs table and the peers; the kernel benchmark (benchmarks/kernels.py) compares
 # against neural-tangents where that is installed, so it is run by hand (see README).
+# peers.py measures hyperlight, hypnettorch and hyper-nn beside us: the bench extra, and hyper-nn's
+# torch path without the jax and flax it declares.
 bench: install
+	@$(BIN)/pip install -q -e ".[dev,bench]"
+	@$(BIN)/pip install -q --no-deps "hyper-nn==0.2.2"
 	$(BIN)/python benchmarks/per_sample.py --json docs/benchmarks/per_sample.json
 	$(BIN)/python benchmarks/designs.py --json docs/benchmarks/designs.json
+	$(BIN)/python benchmarks/scaling.py --threads 2 --json docs/benchmarks/scaling.json
+	$(BIN)/python benchmarks/lowrank_memory.py --threads 2 --json docs/benchmarks/lowrank_memory.json
+	$(BIN)/python benchmarks/peers.py --threads 2 --json docs/benchmarks/peers.json
 
 # Mutation testing of one module with its own tests: `make mutation MODULE=spec` (list: MODULE=--list).
 # Minutes per module on 2 cores; scores and equivalent mutants in docs/testing.md.

@@ -69,3 +69,37 @@ def peak_bytes_cuda(fn: Callable[[], object]) -> int | None:
     fn()
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated())
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_growth(fn: Callable[[], object]) -> int | None:
+    """Bytes by which this process's resident set peaks above its level before `fn()` (Linux: the
+    peak is reset through `/proc/self/clear_refs`; None elsewhere). Run under
+    `MALLOC_MMAP_THRESHOLD_=65536` (see `exec_with_malloc_trim`) so that freed blocks leave the
+    resident set and each call's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current resident set
+    except OSError:
+        return None
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def exec_with_malloc_trim() -> None:
+    """Restart this script with glibc serving large blocks from mmap (returned to the system on
+    free), once, so that `peak_growth` measures each call alone."""
+    import os
+    import sys
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        os.execv(sys.executable, [sys.executable, *sys.argv])

@@ -24,7 +24,7 @@ import torch
 import hypernet
 from hypernet.data import DataError, MissingDataError
 from hypernet.report.html import ReportError
-from hypernet.train import CheckpointError, TrainingDiverged
+from hypernet.train import CheckpointError, TrainingDiverged, distributed
 from hypernet.train.atomic import write_json
 
 if TYPE_CHECKING:
@@ -92,10 +92,14 @@ def _config_fields(exp: Experiment) -> list[str]:
     return [f.name for f in dataclasses.fields(exp.config_cls)]
 
 
-def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
-    """Validate everything, claim the run folder, run, then write the summary, report and table."""
+def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list[str]) -> int:
+    """Validate everything, claim the run folder, run, then write the summary, report and table.
+
+    `--nproc N` (N > 1) validates here, writing nothing, then runs this same command as N
+    processes with torchrun's launcher; each of them (or each process `torchrun` starts) joins the
+    process group, rank 0 claims the folder, and rank 0 alone writes."""
     from hypernet.experiments import RunContext
-    from hypernet.experiments.rundir import check_out, claim, clean_leftovers, new_run_dir, read_run_config
+    from hypernet.experiments.rundir import read_run_config
     from hypernet.report.table import print_table
 
     exp = _get(name)
@@ -110,34 +114,33 @@ def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
         sets["data_dir"] = str(Path(args.data_dir).resolve())
     config = exp.make_config(sets, quick=args.quick)
     device = _device(args.device)
+    world = _world(exp, config, args.nproc)
     if args.resume and not args.out:
         raise UsageError("--resume: give the run's folder with --out")
-    out = Path(args.out) if args.out else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
-    saved = check_out(out, name, args.resume) if out is not None else None
-    if saved is not None and (saved.get("config") != config_json or saved.get("seed") != args.seed):
-        raise UsageError(f"--resume: the config or seed differs from the run in {out}; pass the same --set/--seed")
-    if exp.prepare is not None:
-        exp.prepare(config)  # find, fetch and verify the data before the run folder exists
-    if args.resume and out is not None:
-        removed = clean_leftovers(out)
-        if removed:
-            print(f"removed {len(removed)} leftover file(s) of the killed run", flush=True)
-    else:
-        out = out if out is not None else new_run_dir(Path("runs"), name)
-        meta = {"experiment": name, "description": exp.description, "config": config_json, "seed": args.seed}
-        meta.update(quick=args.quick, device=str(device), command=command, started=_now(), versions=_versions())
-        claim(out, meta)
+    if args.nproc > 1 and distributed.env_world_size() == 1:
+        _check_folder(name, args, config_json)  # bad input exits 2 before any process starts
+        if exp.prepare is not None:
+            exp.prepare(config)
+        distributed.launch(["-m", "hypernet", *argv], args.nproc)
+        return 0
+    if world > 1:
+        device = distributed.init(device)
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - one line of progress per run, not per process
+    out = _claim_folder(name, exp, config, config_json, args, device, command, world)
     torch.manual_seed(args.seed)
     ctx = RunContext(
         out=out, seed=args.seed, device=device, quick=args.quick, resume=args.resume, progress=not args.no_progress
     )
-    print(f"running {name} into {out}", flush=True)
+    print(f"running {name} into {out}" + (f" on {world} processes" if world > 1 else ""), flush=True)
     start = time.monotonic()
     summary = exp.run(config, ctx)
+    if not distributed.is_main():
+        return 0
     write_json(out / "summary.json", summary)
     seconds = round(time.monotonic() - start, 1)
-    write_json(out / "run.json", {"finished": _now(), "seconds": seconds, "resumed": args.resume})
+    write_json(out / "run.json", {"finished": _now(), "seconds": seconds, "resumed": args.resume, "processes": world})
     write_json(out / "results.json", exp.results(summary, read_run_config(out), seconds))
     report = _report(out)
     if exp.headline is not None:
@@ -145,6 +148,85 @@ def run_experiment(name: str, args: argparse.Namespace, command: str) -> int:
         print_table(exp.headline(summary))
     print(f"\nsummary: {out / 'summary.json'}\nreport:  {report}")
     return 0
+
+
+def _world(exp: Experiment, config: object, nproc: int) -> int:
+    """The number of processes of this run: `--nproc`, or torchrun's `WORLD_SIZE`."""
+    env = distributed.env_world_size()
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: expected a count >= 1")
+    if env > 1 and nproc not in (1, env):
+        raise UsageError(f"--nproc {nproc}: torchrun started {env} processes; give the count once")
+    world = max(env, nproc)
+    if world > 1 and not exp.distributed:
+        raise UsageError(f"--nproc {world}: {exp.name} does not train through the training loop; run it in one process")
+    batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
+    if batch % world:
+        raise UsageError(
+            f"--nproc {world}: batch_size={batch} does not split evenly over {world} processes; "
+            f"use a multiple of {world} (each process takes an equal part of every step's batch)"
+        )
+    return world
+
+
+def _check_folder(name: str, args: argparse.Namespace, config_json: object) -> dict[str, object] | None:
+    """Whether `--out` may take this run (writes nothing); the saved config when resuming."""
+    from hypernet.experiments.rundir import check_out
+
+    out = Path(args.out) if args.out else None
+    saved = check_out(out, name, args.resume) if out is not None else None
+    if saved is not None and (saved.get("config") != config_json or saved.get("seed") != args.seed):
+        raise UsageError(f"--resume: the config or seed differs from the run in {out}; pass the same --set/--seed")
+    return saved
+
+
+def _claim_folder(
+    name: str,
+    exp: Experiment,
+    config: object,
+    config_json: object,
+    args: argparse.Namespace,
+    device: torch.device,
+    command: str,
+    world: int,
+) -> Path:
+    """Rank 0 (or the only process) checks and claims the run folder, or cleans what a killed run
+    left in it; every process gets its path. A refusal on rank 0 ends the others quietly."""
+    from hypernet.experiments.rundir import claim, clean_leftovers, new_run_dir
+
+    answer: tuple[str, str] = ("error", "")
+    if distributed.is_main():
+        try:
+            _check_folder(name, args, config_json)
+            if exp.prepare is not None:
+                exp.prepare(config)  # find, fetch and verify the data before the run folder exists
+            if args.resume:
+                out = Path(args.out)
+                removed = clean_leftovers(out)
+                if removed:
+                    print(f"removed {len(removed)} leftover file(s) of the killed run", flush=True)
+            else:
+                out = Path(args.out) if args.out else new_run_dir(Path("runs"), name)
+                meta = {"experiment": name, "description": exp.description, "config": config_json, "seed": args.seed}
+                meta.update(quick=args.quick, device=str(device), command=command, started=_now(), processes=world)
+                meta.update(versions=_versions())
+                claim(out, meta)
+            answer = ("ok", str(out))
+        finally:
+            distributed.broadcast(answer)  # before re-raising, so the other ranks do not wait
+    else:
+        answer = distributed.broadcast(answer)
+        if answer[0] != "ok":
+            raise _QuietExit(2)
+    return Path(answer[1])
+
+
+class _QuietExit(Exception):
+    """End this process with `code`; another process has said why."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _now() -> str:
@@ -176,6 +258,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--data-dir", help="your folder with the MNIST files (read only; sets the data_dir setting)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train on N processes (torch.distributed + DDP, gloo on CPU, nccl on CUDA); or launch with torchrun",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +322,7 @@ def _main(argv: list[str]) -> int:
         print(_report(Path(args.dir)))
         return 0
     command = "hypernet " + shlex.join(argv)
-    return run_experiment(DEMO if args.command == "demo" else args.name, args, command)
+    return run_experiment(DEMO if args.command == "demo" else args.name, args, command, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,10 +331,21 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"hypernet: error: {missing}", file=sys.stderr)
         return 2
+    if distributed.env_world_size() > 1:  # a process of a multi-process run
+        distributed.stop_on_sigterm()
+    try:
+        return _run_main(argv)
+    finally:
+        distributed.shutdown()
+
+
+def _run_main(argv: list[str]) -> int:
     from hypernet.experiments.settings import ConfigError
 
     try:
         return _main(argv)
+    except _QuietExit as exc:
+        return exc.code
     except (UsageError, ConfigError, ReportError) as exc:
         print(f"hypernet: error: {exc}", file=sys.stderr)
         return 2
@@ -256,8 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"hypernet: error: {exc}", file=sys.stderr)
         return 2
+    except distributed.DistributedRunError as exc:
+        if exc.exitcode == 2:  # bad input found by process 0, which said so in one line
+            return 2
+        print(f"hypernet: run stopped: {exc}; rerun with --resume to continue", file=sys.stderr)
+        return 1
     except (TrainingDiverged, CheckpointError) as exc:
-        print(f"hypernet: run stopped: {exc}", file=sys.stderr)
+        if distributed.is_main():  # the same on every process
+            distributed.record_failure(exc)
+            print(f"hypernet: run stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hypernet: interrupted; rerun with --resume to continue", file=sys.stderr)
@@ -265,7 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for users; the traceback on request
         if os.environ.get("HYPERNET_DEBUG"):
             raise
+        # in a multi-process run the line names its process; a process that only saw another one
+        # die says nothing (that one says why, and the launcher names it)
+        who = f"process {distributed.rank()}: " if distributed.is_distributed() else ""
+        if who and distributed.is_peer_failure(exc):
+            return 1
+        distributed.record_failure(exc)
         print(
-            f"hypernet: run failed: {type(exc).__name__}: {exc} (HYPERNET_DEBUG=1 shows the traceback)", file=sys.stderr
+            f"hypernet: {who}run failed: {type(exc).__name__}: {exc} (HYPERNET_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
         )
         return 1

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from hypernet.conditioning import Conditioner, InputEncoding
 from hypernet.hypernetworks.base import HyperNetwork
+from hypernet.hypernetworks.lowrank import LowRankHyperNetwork
 from hypernet.target import TargetNetwork
 
 
@@ -53,6 +54,9 @@ class HyperModel(nn.Module):
         return out
 
     def forward(self, x: Any, cond: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self.hypernetwork, LowRankHyperNetwork):
+            # the target applies W0 + U V^T as x W0^T + (x V) U^T: no per-sample [B, out, in] weight
+            return self.target(x, self.hypernetwork.factorized(self.condition(x, cond)), *args, **kwargs)
         return self.target(x, self.weights(cond, x), *args, **kwargs)
 
     def materialize(self, cond: Any) -> nn.Module:

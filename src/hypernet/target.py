@@ -46,8 +46,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
-from hypernet import batched_ops
+from hypernet import batched_ops, factored
 from hypernet.fallback import DataAsDetach, Snapshot, inside, vmap_friendly, vmapped
+from hypernet.hypernetworks.lowrank import LowRankWeights
 from hypernet.selection import Selector, select_parameters
 from hypernet.spec import ParamSpec
 
@@ -199,9 +200,15 @@ class TargetNetwork(nn.Module):
         return params
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Any, weights: Tensor, *args: Any, **kwargs: Any) -> Any:
-        """Run the module on `x` with `weights: [P]` or `[B, P]`; extra arguments go to the module."""
+    def forward(self, x: Any, weights: Tensor | LowRankWeights, *args: Any, **kwargs: Any) -> Any:
+        """Run the module on `x` with `weights: [P]` or `[B, P]`, or factored `LowRankWeights` (from
+        `LowRankHyperNetwork.factorized`: applied without forming per-sample matrices, see
+        `hypernet.factored`); extra arguments go to the module."""
         batch = _batch_size(x, self.batch_dim)
+        if isinstance(weights, LowRankWeights):
+            if self.engine == "batched":
+                return factored.forward(self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs)
+            weights = factored.merge(self.spec, weights)  # vmap has no factored rule: merged weights
         self.check_weights(weights, batch)
         if weights.dtype != self.dtype:  # the autocast dtype: back to the module's own, as a plain
             weights = weights.to(self.dtype)  # module's parameters are (autocast casts per op again)

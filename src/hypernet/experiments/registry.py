@@ -11,11 +11,11 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hypernet.experiments.settings import ConfigError, parse_value, validate
 from hypernet.report.table import Table
-from hypernet.train import TrainConfig, train
+from hypernet.train import TrainConfig, distributed, train
 from hypernet.train.atomic import atomic_write
 from hypernet.train.loop import EvalFn, StepFn
 from hypernet.train.metrics import read_metrics
@@ -61,12 +61,24 @@ class RunContext:
             progress=self.progress,
         )
 
+    def distribute(self, model: nn.Module) -> nn.Module:
+        """`model` wrapped for a multi-process run (DDP), else itself: call the result in step
+        functions and pass it to `train`."""
+        return distributed.wrap(model)
+
+    def shard(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """This process's part of a global batch (all of it in a one-process run)."""
+        return distributed.shard(*tensors)
+
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.out / "metrics.jsonl")
 
     def save_figure(self, fig: plt.Figure, name: str) -> Path:
-        """Save `fig` as `figures/NAME.png` and close it."""
-        path = self.figures / f"{name}.png"
+        """Save `fig` as `figures/NAME.png` (rank 0 of a multi-process run only) and close it."""
+        path = self.out / "figures" / f"{name}.png"
+        if not distributed.is_main():
+            plt.close(fig)
+            return path
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
         plt.close(fig)
         return path
@@ -80,6 +92,9 @@ class Experiment:
     short table of results shown at the end of a run and at the top of its report. `captions`:
     one sentence per figure (by file stem). `prepare(config)`: checks or fetches what the run
     reads (data files) before the run folder is made, so that a missing file writes nothing.
+    `distributed`: the run trains through `ctx.train` with `ctx.distribute` and `ctx.shard`, so
+    `--nproc N` / torchrun may run it on several processes; `global_batch(config)` then gives the
+    samples of one step, which must split evenly over the processes (checked before the run).
     """
 
     name: str
@@ -90,6 +105,8 @@ class Experiment:
     headline: Callable[[dict[str, Any]], Table] | None = None
     captions: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[Any], None] | None = None
+    distributed: bool = False
+    global_batch: Callable[[Any], int] | None = None
 
     def make_config(self, overrides: dict[str, str], quick: bool = False) -> Any:
         """The config with `--quick` values, then `key=value` overrides parsed to each field's type,
@@ -136,6 +153,8 @@ def register(
     headline: Callable[[dict[str, Any]], Table] | None = None,
     captions: dict[str, str] | None = None,
     prepare: Callable[[Any], None] | None = None,
+    distributed: bool = False,
+    global_batch: Callable[[Any], int] | None = None,
 ) -> Callable[[Callable[[Any, RunContext], dict[str, Any]]], Callable[[Any, RunContext], dict[str, Any]]]:
     """Decorator: `@register("name", "what it shows", Config, quick={...}, headline=fn)` on a run function."""
 
@@ -143,7 +162,16 @@ def register(
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(
-            name, description, config_cls, fn, dict(quick or {}), headline, dict(captions or {}), prepare
+            name,
+            description,
+            config_cls,
+            fn,
+            dict(quick or {}),
+            headline,
+            dict(captions or {}),
+            prepare,
+            distributed,
+            global_batch,
         )
         return fn
 

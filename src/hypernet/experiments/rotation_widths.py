@@ -96,6 +96,8 @@ class RotationHyperModel(nn.Module):
         "(rows) and primary network n_g (columns)."
     },
     prepare=lambda cfg: check_mnist(cfg.split, cfg.data_dir or None),
+    distributed=True,
+    global_batch=lambda cfg: cfg.batch_size,
 )
 def run(cfg: RotationWidthsConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_mnist(cfg.split, cfg.data_dir or None)
@@ -112,16 +114,17 @@ def run(cfg: RotationWidthsConfig, ctx: RunContext) -> dict[str, Any]:
             model = RotationHyperModel(n_f, n_g, cfg.bottleneck, cfg.classes).to(ctx.device)
             gen = torch.Generator().manual_seed(ctx.seed * 7919 + i * 101 + j)
 
-            def step(
-                _: int, gen: torch.Generator, model: RotationHyperModel = model
-            ) -> tuple[Tensor, dict[str, float]]:
+            trained = ctx.distribute(model)  # DDP in a multi-process run
+
+            def step(_: int, gen: torch.Generator, trained: nn.Module = trained) -> tuple[Tensor, dict[str, float]]:
+                # the same global batch on every process; each keeps its own part
                 idx = torch.randint(cfg.n_train, (cfg.batch_size,), generator=gen)
-                z, x, y = (t[idx].to(ctx.device) for t in train)
-                return F.cross_entropy(model(x, z), y), {}
+                z, x, y = ctx.shard(*(t[idx].to(ctx.device) for t in train))
+                return F.cross_entropy(trained(x, z), y), {}
 
             name = f"n_f={n_f},n_g={n_g}"
             tc = TrainConfig(steps=steps, lr=cfg.lr, checkpoint_every=max(1, steps // 2), log_every=max(1, steps // 10))
-            ctx.train(name, model, model.model.trainable_parameters(), step, tc, generator=gen)
+            ctx.train(name, trained, model.model.trainable_parameters(), step, tc, generator=gen)
             with torch.no_grad():
                 pred = (
                     torch.cat(

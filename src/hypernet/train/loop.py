@@ -1,6 +1,10 @@
 """The training loop: optimizer and schedule from a config, progress on a terminal (plain lines
 otherwise), metrics to `metrics.jsonl`, atomic checkpoints every N steps and at the end, exact resume,
-and a clear stop on a NaN/Inf loss (the last good checkpoint is kept)."""
+and a clear stop on a NaN/Inf loss (the last good checkpoint is kept).
+
+In a multi-process run (`hypernet.train.distributed`) every rank runs this loop on its shard of
+the batch: the recorded loss and metrics are the means over the ranks, and rank 0 alone writes
+metrics, checkpoints and progress."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from hypernet.train import distributed
 from hypernet.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from hypernet.train.metrics import MetricsLog
 
@@ -120,22 +125,26 @@ def train(
     with checkpoints continues from the newest readable one (and is skipped if complete).
     """
     generator = generator if generator is not None else torch.Generator()
+    if distributed.is_distributed() and not distributed.is_wrapped(model):
+        raise ValueError(
+            f"train {name}: this run has {distributed.world_size()} processes but the model is not wrapped for "
+            "them; pass hypernet.train.distributed.wrap(model) (ctx.distribute(model) in an experiment) and call "
+            "that in step_fn, so that the gradients are averaged over the processes"
+        )
+    net = distributed.unwrap(model)  # checkpoints hold the plain module's state
+    main = distributed.is_main()
     optimizer = config.make_optimizer(params)
     ckpt_dir = run_dir / "checkpoints"
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl") if main else None
     start = 0
     if resume:
-        for path in reversed(list_checkpoints(ckpt_dir, name)):
-            try:
-                start = int(load_checkpoint(path, model, optimizer, generator)["step"])
-                break
-            except CheckpointError as exc:
-                print(f"warning: {exc}; trying an older checkpoint", file=sys.stderr)
-        log.rewind(name, start)
+        start = _resume(name, net, optimizer, generator, ckpt_dir)
+        if log is not None:
+            log.rewind(name, start)
     if start >= config.steps:
         return
     last_good: Path | None = None
-    bar = _Progress(name, config.steps, start, config.log_every, progress)
+    bar = _Progress(name, config.steps, start, config.log_every, progress and main)
     model.train()
     try:
         for step in range(start, config.steps):
@@ -143,16 +152,26 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss, metrics = step_fn(step, generator)
-            if not torch.isfinite(loss.detach()):
+            # the whole batch's values: every rank sees the same loss, so all stop together on NaN
+            keys = sorted(metrics)
+            values = [
+                float(v)
+                for v in distributed.mean_across(
+                    torch.tensor([float(loss.detach()), *(float(metrics[k]) for k in keys)], dtype=torch.float64)
+                ).tolist()
+            ]
+            if not math.isfinite(values[0]):
                 where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                raise TrainingDiverged(f"{name}: loss became {float(loss.detach())} at step {step + 1}; {where}")
+                raise TrainingDiverged(f"{name}: loss became {values[0]} at step {step + 1}; {where}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
             optimizer.step()
             done = step + 1
-            record = {"phase": name, "step": done, "loss": float(loss.detach()), "lr": lr, **metrics}
+            record = {"phase": name, "step": done, "loss": values[0], "lr": lr, **dict(zip(keys, values[1:]))}
+            if log is None:  # ranks other than 0 compute; they write nothing
+                continue
             evaluate = eval_fn is not None and (done % config.eval_every == 0 or done == config.steps)
             if evaluate and eval_fn is not None:
                 model.eval()
@@ -163,7 +182,29 @@ def train(
                 log.append(record)
             bar.update(done, f"loss {record['loss']:.4f}")
             if done % config.checkpoint_every == 0 or done == config.steps:
-                last_good = save_checkpoint(ckpt_dir, name, done, model, optimizer, generator)
+                last_good = save_checkpoint(ckpt_dir, name, done, net, optimizer, generator)
+        distributed.barrier()  # the phase's files are complete before any rank goes on
     finally:
         bar.close()
         model.eval()
+
+
+def _resume(
+    name: str, net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, ckpt_dir: Path
+) -> int:
+    """Load the newest readable checkpoint of phase `name`; return its step (0 if none). Rank 0
+    chooses, every other rank loads that same file, so all continue from one state."""
+    chosen: tuple[str, int] | None = None
+    if distributed.is_main():
+        for path in reversed(list_checkpoints(ckpt_dir, name)):
+            try:
+                chosen = (str(path), int(load_checkpoint(path, net, optimizer, generator)["step"]))
+                break
+            except CheckpointError as exc:
+                print(f"warning: {exc}; trying an older checkpoint", file=sys.stderr)
+    chosen = distributed.broadcast(chosen)
+    if chosen is None:
+        return 0
+    if not distributed.is_main():
+        load_checkpoint(Path(chosen[0]), net, optimizer, generator)
+    return chosen[1]
