@@ -112,6 +112,12 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
         if not Path(args.data_dir).is_dir():
             raise UsageError(f"--data-dir {args.data_dir}: not a folder")
         sets["data_dir"] = str(Path(args.data_dir).resolve())
+    if getattr(args, "method", None):
+        if "methods" not in _config_fields(exp):
+            raise UsageError(f"--method: {name} has no methods to choose from")
+        if "methods" in sets:
+            raise UsageError("--method and --set methods=...: give the methods once")
+        sets["methods"] = args.method
     config = exp.make_config(sets, quick=args.quick)
     device = _device(args.device)
     world = _world(exp, config, args.nproc)
@@ -258,6 +264,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--data-dir", help="your folder with the MNIST files (read only; sets the data_dir setting)")
+    p.add_argument("--method", help="methods to run, comma-separated (sets the methods setting), e.g. hnet,ewc,si")
     p.add_argument(
         "--nproc",
         type=int,
