@@ -118,8 +118,8 @@ class _SelfAttention(nn.Module):
 def test_conv_factors_are_merged_per_sample_and_vmap_targets_get_merged_weights() -> None:
     torch.manual_seed(0)
     conv = hn.TargetNetwork(nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3)))
-    attn = hn.TargetNetwork(_SelfAttention())  # nn.MultiheadAttention is opaque: the vmap engine
-    assert attn.engine == "vmap"
+    attn = hn.TargetNetwork(_SelfAttention())  # nn.MultiheadAttention is opaque: it runs under vmap
+    assert "'mha'" in attn.engine_reason
     for target, x in ((conv, torch.randn(B, 2, 6, 6)), (attn, torch.randn(B, 4, 8))):
         target = target.double()
         hyper = hn.LowRankHyperNetwork(3, target.spec, rank=2, hidden=(8,), theta0=target.initial_weights()).double()
@@ -153,3 +153,33 @@ def test_hypernetize_lowrank_gpt_takes_the_factored_path() -> None:
     dense = model.target(ids, model.hypernetwork(model.condition(ids, cond)))
     torch.testing.assert_close(out, dense, atol=1e-10, rtol=0)
     assert (out - gpt.double()(ids)).abs().max() > 1e-3  # the adapters are not zero: the check has teeth
+
+
+def test_factored_weights_follow_the_auto_fallback() -> None:
+    """A layer that reads its weight itself (`.mT`, found only at call time) and a fused attention
+    (known at construction): with factored low-rank weights under engine="auto" both run under vmap
+    with merged weights, and the outputs equal a loop of materialized modules. (Catches a factored
+    path that skips the fallback and raises NoBatchedRule.)"""
+
+    class ReadsWeight(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.lin.weight.mT + self.lin.bias
+
+    torch.manual_seed(0)
+    model = hn.hypernetize(
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU(), ReadsWeight()), 2, design="lowrank", rank=1, hidden=(8,),
+        zero_init=False,
+    )
+    x, c = torch.randn(5, 4), torch.rand(5, 2)
+    out = model(x, c)
+    assert "'2'" in model.target.engine_reason  # the custom layer, learned at call time
+    ref = torch.stack([model.target.materialize(model.weights(c[i]))(x[i : i + 1])[0] for i in range(5)])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)  # float32, merged vs factored order
+    with pytest.raises(NotImplementedError, match="mT"):
+        strict = hn.TargetNetwork(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), ReadsWeight()), engine="batched")
+        hyper = hn.LowRankHyperNetwork(2, strict.spec, rank=1, hidden=(8,), theta0=strict.initial_weights())
+        hn.HyperModel(strict, hyper)(x, c)

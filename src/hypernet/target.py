@@ -206,9 +206,19 @@ class TargetNetwork(nn.Module):
         `hypernet.factored`); extra arguments go to the module."""
         batch = _batch_size(x, self.batch_dim)
         if isinstance(weights, LowRankWeights):
-            if self.engine == "batched":
-                return factored.forward(self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs)
-            weights = factored.merge(self.spec, weights)  # vmap has no factored rule: merged weights
+            # The factored rules cover batched layers only: with modules under vmap (or the whole
+            # target) the weights are merged and take the dense path, auto fallback included.
+            if self.engine == "batched" and not self.vmap_modules:
+                snapshot = Snapshot(self.module, x.device) if isinstance(x, Tensor) else None
+                try:
+                    return factored.forward(
+                        self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs
+                    )
+                except batched_ops.NoBatchedRule:
+                    if self.requested_engine == "batched" or snapshot is None or torch.compiler.is_compiling():
+                        raise
+                    snapshot.restore()  # undo this try's buffer updates; the dense path learns the fallback
+            weights = factored.merge(self.spec, weights)
         self.check_weights(weights, batch)
         if weights.dtype != self.dtype:  # the autocast dtype: back to the module's own, as a plain
             weights = weights.to(self.dtype)  # module's parameters are (autocast casts per op again)
