@@ -76,9 +76,9 @@ def hypernetize(
         generate = [t for t in _LAYER_TYPES if any(isinstance(m, t) for m in module.modules())] or None
     target = TargetNetwork(module, generate)
     if design == "auto":
-        design = _auto_design(target.spec.numel, hidden, cond_features, max_head_params)
+        width = hidden[-1] if hidden else cond_features  # what the output layer reads
+        design = _auto_design(target.spec.numel, width, max_head_params)
         if design == "chunked":  # chunks no longer than the whole vector, nor than the bound allows
-            width = hidden[-1] if hidden else cond_features
             design_kwargs.setdefault("chunk_size", max(1, min(4096, target.spec.numel, max_head_params // (width + 1))))
     extra: dict[str, Any] = {} if design == "lowrank" else {"residual": True}
     hyper = DESIGNS[design](
@@ -97,8 +97,7 @@ def hypernetize(
     return HyperModel(target, hyper.to(device=source.device, dtype=source.dtype), conditioner)
 
 
-def _auto_design(P: int, hidden: tuple[int, ...], cond_features: int, max_head_params: int) -> str:
-    width = hidden[-1] if hidden else cond_features
+def _auto_design(P: int, width: int, max_head_params: int) -> str:
     head = (width + 1) * P
     if head <= max_head_params:
         return "mlp"
