@@ -196,9 +196,7 @@ def plain_loss(module: nn.Module, objective: Objective, x: Tensor, y: Tensor, va
 
 
 @torch.no_grad()
-def loss_curve(
-    model: ConditionalModel, values: Tensor, x: Tensor, y: Tensor, loss: LossFn = F.cross_entropy
-) -> Tensor:
+def loss_curve(model: ConditionalModel, values: Tensor, x: Tensor, y: Tensor, loss: LossFn = F.cross_entropy) -> Tensor:
     """`loss(target(x, theta(v)), y)` for each of `values: [K]` -> `[K]` (float64)."""
     weights = model.weights(values.reshape(-1))
     return torch.tensor([float(loss(model.target(x, w), y)) for w in weights], dtype=torch.float64)
