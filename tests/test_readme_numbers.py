@@ -300,3 +300,59 @@ def test_rotation_widths_setup() -> None:
     cfg = results["config"]
     assert (int(setup[1].replace(",", "")), setup[2], int(setup[3])) == (cfg["n_train"], cfg["split"], cfg["epochs"])
     assert math.isclose(results["summary"]["chance_error"], 1 - 1 / cfg["classes"])
+
+
+def test_hyperparameter_sweep_numbers() -> None:
+    results = _results("hyperparameter-sweep")
+    s, cfg = results["summary"], results["config"]
+    section = _section("### Hyperparameter-conditioned training: `hyperparameter-sweep`")
+    text = section.replace("\n", " ")
+    setup = re.search(
+        r"784-(\d+)-10\) trained on ([\d,]+) MNIST training images.*?validation loss on ([\d,]+) other.*?"
+        r"Separate: (\d+) runs of ([\d,]+) steps.*?over \[(\S+), (\S+)\].*?"
+        r"weights `theta0 \+ A enc\(z\)`, ([\d,]+) steps with (\d+) `lambda`",
+        text,
+    )
+    assert setup is not None, "README: the hyperparameter-sweep setup sentence"
+    got = [int(setup[i].replace(",", "")) for i in (1, 2, 3, 4, 5, 8, 9)]
+    assert got == [
+        cfg["hidden"][0],
+        cfg["n_train"],
+        cfg["n_val"],
+        cfg["grid"],
+        cfg["steps"],
+        cfg["cond_steps"],
+        cfg["values_per_step"],
+    ]
+    assert cfg["hyper_hidden"] == [] and (float(setup[6]), float(setup[7])) == (cfg["wd_low"], cfg["wd_high"])
+    rows = _table(section, "seed")
+    expected = [(str(r["seed"]), r["picks"], r["gaps"], r) for r in s["per_seed"]]
+    expected.append(("mean curve", s["mean"]["picks"], s["mean"]["gaps"], None))
+    assert [r[0] for r in rows] == [e[0] for e in expected]
+    for row, (label, p, g, run) in zip(rows, expected):
+        what = f"hyperparameter-sweep {label}"
+        _check(row[1], p["separate_best"], what + " separate pick")
+        _check(row[2], p["conditioned_best"], what + " conditioned pick")
+        _check(row[3], p["distance_grid_steps"], what + " distance")
+        _check(row[4], p["separate_min_loss"], what + " separate min loss")
+        _check(row[5], p["conditioned_min_loss"], what + " conditioned loss")
+        _check(row[6], g["mean_abs_gap"], what + " gap")
+        _check(row[7].rstrip("%"), 100 * p["separate_variation"], what + " variation")
+        if run is None:
+            assert row[8] == "-"
+            continue
+        sep_test, cond_test = row[8].split(" / ")
+        _check(sep_test, run["separate_test_loss_at_pick"], what + " separate test loss")
+        _check(cond_test, run["conditioned"]["test_loss_at_pick"], what + " conditioned test loss")
+    cost = {r[0]: r[1:] for r in _table(section, "arm")}
+    for arm in ("separate", "conditioned"):
+        c = s["cost"][arm]
+        for cell, value in zip(cost[arm], (c["steps"], c["wall_s"], c["cpu_s"])):
+            _check(cell, value, f"hyperparameter-sweep {arm} cost")
+    ratio = s["cost"]["ratio"]
+    for cell, value in zip(cost["conditioned / separate"], (ratio["steps"], ratio["wall"], ratio["cpu"])):
+        _check(cell, value, "hyperparameter-sweep cost ratio")
+    assert f"`{results['command']}`" in text
+    wall = re.search(r"`, ([\d,.]+) s wall", text)
+    assert wall is not None
+    _check(wall[1], results["seconds"], "hyperparameter-sweep wall time")
