@@ -192,3 +192,14 @@ def test_quick_run_follows_the_true_curve_and_resumes(tmp_path: Path) -> None:
     assert main(["run", "hyperparameter-sweep", "--quick", "--out", str(out), "--resume", "--no-progress"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["per_seed"] == s["per_seed"]
+
+
+def test_one_value_per_sample_matches_a_loop() -> None:
+    """`model(x, values[B])` (per-sample generated weights, batched) against one call per sample."""
+    model = _model(hidden=(6,))
+    x = torch.randn(5, 5)
+    values = WD.sample(5, torch.Generator().manual_seed(2))
+    batched = model(x, values)
+    looped = torch.cat([model(x[i : i + 1], float(values[i])) for i in range(5)])
+    # the batched per-sample path sums in another order than F.linear: float32 rounding, 1e-5
+    torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
