@@ -300,3 +300,20 @@ def test_rotation_widths_setup() -> None:
     cfg = results["config"]
     assert (int(setup[1].replace(",", "")), setup[2], int(setup[3])) == (cfg["n_train"], cfg["split"], cfg["epochs"])
     assert math.isclose(results["summary"]["chance_error"], 1 - 1 / cfg["classes"])
+
+
+def test_peers_tables_are_the_committed_runs() -> None:
+    """The two peers tables are the `table` text `benchmarks/peers.py` wrote into its JSON files, verbatim
+    (the full run with its load line; the one-thread shared run from its first table row on)."""
+    section = _section("## Beside the other libraries")
+    full = _json(BENCH / "peers.json")
+    assert full["table"] in section
+    shared = _json(BENCH / "peers_shared.json")
+    rows = [line for line in shared["table"].splitlines() if line.startswith("| 784")]
+    assert len(rows) == 2 and all(row in section for row in rows)
+    # the prose's trainable-parameter counts are those of both runs, every library alike
+    for run in (full, shared):
+        for row in run["shared"]:
+            counts = set(row["trainable_parameters"].values())
+            assert len(counts) == 1, f"{row['target']}: libraries differ in trainable parameters {counts}"
+            assert f"{counts.pop():,}" in section
