@@ -139,11 +139,10 @@ def _prepare(cfg: RotationWidthsConfig) -> None:
 
 def _errors(model: nn.Module, test: tuple[Tensor, Tensor, Tensor], n: int, device: torch.device) -> float:
     """Error of `model` on the first `n` of the `test` triples `(z, x, label)`, in chunks of 500."""
+    z, x, label = (t[:n] for t in test)
     with torch.no_grad():
-        pred = torch.cat(
-            [model(test[1][s : s + 500].to(device), test[0][s : s + 500].to(device)) for s in range(0, n, 500)]
-        )
-    return float((pred.argmax(-1).cpu() != test[2][:n]).float().mean())
+        pred = torch.cat([model(x[s : s + 500].to(device), z[s : s + 500].to(device)) for s in range(0, n, 500)])
+    return float((pred.argmax(-1).cpu() != label).float().mean())
 
 
 @register(
