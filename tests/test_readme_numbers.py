@@ -292,14 +292,32 @@ def test_hyperkernel_images_table() -> None:
     assert int(setup[5]) == round(100 * cfg["observed_fraction"]) and int(setup[4]) + int(setup[5]) == 100
 
 
-def test_rotation_widths_setup() -> None:
+def test_rotation_widths_setup_and_grid() -> None:
     results = _results("rotation-widths")
-    text = _section("### The paper's claims, rerun").replace("\n", " ")
-    setup = re.search(r"\(([\d,]+) training images from the (\w+) split, Adam, (\d+) epochs\)", text)
-    assert setup is not None
     cfg = results["config"]
-    assert (int(setup[1].replace(",", "")), setup[2], int(setup[3])) == (cfg["n_train"], cfg["split"], cfg["epochs"])
+    text = _section("### The paper's claims, rerun")
+    flat = text.replace("\n", " ")
+    setup = re.search(
+        r"\(([\d,]+) training images from the (\w+) split, ([\d,]+) test images from the test split, "
+        r"(SGD|Adam) lr ([\d.]+)( without momentum)?, batch (\d+), (\d+) epochs, angles drawn per batch\)",
+        flat,
+    )
+    assert setup is not None, "README: the rotation-widths setup '(N training images from the ... epochs, ...)'"
+    assert (int(setup[1].replace(",", "")), setup[2], int(setup[3].replace(",", ""))) == (
+        cfg["n_train"], cfg["train_split"], cfg["n_test"],
+    )  # fmt: skip
+    assert (setup[4].lower(), float(setup[5]), int(setup[7]), int(setup[8])) == (
+        cfg["optimizer"], cfg["lr"], cfg["batch_size"], cfg["epochs"],
+    )  # fmt: skip
+    assert (setup[6] is not None) == (cfg["momentum"] == 0) and cfg["fresh_angles"] and cfg["standardize"]
     assert math.isclose(results["summary"]["chance_error"], 1 - 1 / cfg["classes"])
+    assert f"{results['seconds']:.0f} s" in flat  # the run's own wall time, as the README states it
+    rows = _table(text, "hypernetwork width n_f")
+    runs = results["summary"]["runs"]
+    assert [int(r[0]) for r in rows] == cfg["n_f_values"] and len(rows[0]) == 1 + len(cfg["n_g_values"])
+    for row, n_f in zip(rows, cfg["n_f_values"]):
+        for cell, n_g in zip(row[1:], cfg["n_g_values"]):
+            _check(cell, runs[f"n_f={n_f},n_g={n_g}"]["test_error"], f"rotation-widths n_f={n_f} n_g={n_g}")
 
 
 def test_peers_tables_are_the_committed_runs() -> None:
