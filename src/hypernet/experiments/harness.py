@@ -152,7 +152,10 @@ def train_learner(
     """Train `learner` (phases `NAME-taskT`, or `NAME` if joint) and evaluate it; see the module doc."""
     n, device, dtype = tasks.num_tasks, ctx.device, _dtype(learner)
     matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
-    model = distribute(learner)  # the objective, in DDP on several processes (one wrapper for all tasks)
+    # every parameter reached at every step: by the learner's kind, or a joint learner whose every
+    # process's part holds every task (a strided part of a batch laid out by task, `shard`)
+    every_used = learner.every_parameter_used or (learner.joint and sched.joint_batch >= distributed.world_size())
+    model = distribute(learner, find_unused=not every_used)  # in DDP on several processes, one for all tasks
 
     def gen(t: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed * 1_000_003 + 7919 * t + 17)

@@ -62,6 +62,8 @@ class Learner(nn.Module):
     """Base: plain cross-entropy on the task's outputs; nothing kept between tasks."""
 
     joint: bool = False
+    # every parameter gets a gradient at every step of a task (DDP then need not search for unused ones)
+    every_parameter_used: bool = False
 
     def trainable(self, task: int) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -103,6 +105,8 @@ class Learner(nn.Module):
 class FineTune(Learner):
     """Sequential fine-tuning of a `MultiHeadNet` (the lower bound), or, with `joint`, training on
     every task at once (the upper bound)."""
+
+    every_parameter_used = True  # one trunk, and all heads computed for every sample
 
     def __init__(self, net: MultiHeadNet, joint: bool = False) -> None:
         super().__init__()
@@ -259,15 +263,16 @@ class Objective(nn.Module):
         return self.learner.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def distribute(learner: Learner) -> nn.Module:
+def distribute(learner: Learner, find_unused: bool = True) -> nn.Module:
     """The module to train `learner` through: `Objective(learner)`, wrapped in DDP on several processes.
 
     Each process computes the loss of its part of the batch; DDP averages the gradients once, in
     the backward of the summed objective. A penalty (EWC, SI, the hypernetwork's regularizer) is
     computed identically on every process (same weights, same state, same draws), so the mean of
-    its gradients is its gradient: counted once, as in one process. `find_unused_parameters`: a
-    learner uses some of its parameters per task (other tasks' embeddings, heads or networks);
-    buffers are not broadcast at each step (every process updates them identically, by construction).
+    its gradients is its gradient: counted once, as in one process. `find_unused`: DDP looks for
+    parameters a step does not reach (other tasks' embeddings or networks), which it must when
+    there are any; buffers are not broadcast at each step (every process updates them
+    identically, by construction).
     The averaged gradients also go to `learner.reduced_gradients` (a DDP communication hook that
     all-reduces as DDP's own does, then hands them over)."""
     objective = Objective(learner)
@@ -275,7 +280,7 @@ def distribute(learner: Learner) -> nn.Module:
         return objective
     options = inspect.signature(DistributedDataParallel).parameters
     no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
-    ddp = distributed.wrap(objective, find_unused_parameters=True, **no_sync)
+    ddp = distributed.wrap(objective, find_unused_parameters=find_unused, **no_sync)
 
     def hook(state: object, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]:
         grads = bucket.buffer()
