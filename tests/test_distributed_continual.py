@@ -211,3 +211,17 @@ def test_checkpoint_of_a_distributed_learner_loads_into_a_plain_one(digits_ref: 
     path = list_checkpoints(digits_ref / "checkpoints", "si-task4")[-1]
     load_checkpoint(path, objective.double())
     assert float(learner.penalty.count) == 4  # the state before SI's last end_task
+
+
+def test_batch_smaller_than_the_processes_is_refused_before_training(tmp_path: Path) -> None:
+    """A batch of 1 cannot give each of 2 processes a part: exit 2 naming `batch_size`, nothing trained."""
+    out = tmp_path / "run"
+    args = ["run", "split-digits", "--quick", "--no-progress", "--set", "batch_size=1", "--set", "methods=hnet"]
+    result = _cli("-m", "hypernet", *args, "--out", str(out), "--nproc", "2")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hypernet:")]
+    assert lines and set(lines) == {
+        "hypernet: error: batch_size: a batch of 1 sample(s) cannot be shared by 2 processes; "
+        "use a batch size of at least 2"
+    }
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from hypernet.data import TaskSet
 from hypernet.experiments.registry import RunContext
+from hypernet.experiments.settings import ConfigError
 from hypernet.methods.continual import class_incremental_predict
 from hypernet.methods.learners import Learner, distribute
 from hypernet.train import TrainConfig, distributed
@@ -228,6 +229,12 @@ def run_methods(
 
     Returns per method: each seed's results (`train_learner`) and the means and standard
     deviations over seeds of `mean_acc`, `forgetting`, `class_il_acc`."""
+    smallest = min(sched.batch_size, sched.joint_batch * tasks.num_tasks)
+    if smallest < distributed.world_size():  # before anything trains, the same on every process
+        raise ConfigError(
+            f"batch_size: a batch of {smallest} sample(s) cannot be shared by {distributed.world_size()} processes; "
+            f"use a batch size of at least {distributed.world_size()}"
+        )
     out: dict[str, Any] = {}
     for k, method in enumerate(methods):
         runs = []
