@@ -150,7 +150,7 @@ def test_cli_nproc_and_torchrun_equal_one_process(tmp_path: Path, mnist_test_dir
     ("args", "message"),
     [
         (["run", "kernel-convergence", "--quick", "--nproc", "2"], "does not train through the training loop"),
-        (["run", "split-digits", "--quick", "--nproc", "2"], "split-digits does not train through the training loop"),
+        (["run", "ntk-drift", "--quick", "--nproc", "2"], "ntk-drift does not train through the training loop"),
         (["run", "rotation-widths", "--quick", "--nproc", "0"], "--nproc 0: expected a count >= 1"),
         (["run", "rotation-widths", "--quick", "--nproc", "2", "--set", "batch_size=3"], "batch_size=3 does not split"),
     ],
