@@ -335,3 +335,67 @@ def test_peers_tables_are_the_committed_runs() -> None:
             counts = set(row["trainable_parameters"].values())
             assert len(counts) == 1, f"{row['target']}: libraries differ in trainable parameters {counts}"
             assert f"{counts.pop():,}" in section
+
+
+def test_inr_table() -> None:
+    results = _results("inr")
+    section = _section("### Functional representations: `inr`")
+    summary, cfg = results["summary"], results["config"]
+    digits, patches = summary["digits"], summary["patches"]
+    sr = patches["super_resolution"]
+    rows = {r[0]: r[1:] for r in _table(section, "method")}
+    assert sorted(rows) == ["embedding (equal parameters)", "hypernetwork", "one network per image"]
+    for name, key in (("hypernetwork", "hypernetwork"), ("embedding (equal parameters)", "embedding")):
+        mean_sd, first, patch, patch_first, up, params, seconds = rows[name]
+        mean, sd = mean_sd.split(" ± ")
+        _check(mean, digits[key]["psnr_db"]["mean"], f"inr {name} digits PSNR")
+        _check(sd, digits[key]["psnr_db"]["std"], f"inr {name} digits PSNR sd")
+        _check(first, digits[key]["fit_subset_psnr_db"]["mean"], f"inr {name} digits subset PSNR")
+        _check(patch, patches[key]["psnr_db"]["mean"], f"inr {name} patches PSNR")
+        _check(patch_first, patches[key]["fit_subset_psnr_db"]["mean"], f"inr {name} patches subset PSNR")
+        _check(up, sr[key]["fit_subset_psnr_db"], f"inr {name} 2x PSNR")
+        _check(params, digits[key]["trainable_parameters"], f"inr {name} parameters")
+        _check(seconds, digits[key]["train_seconds"]["mean"], f"inr {name} seconds")
+    _, first, _, patch_first, up, params, seconds = rows["one network per image"]
+    fit = digits["per_image_fit"]
+    _check(first, fit["fit_subset_psnr_db"], "inr per-image digits PSNR")
+    _check(patch_first, patches["per_image_fit"]["fit_subset_psnr_db"], "inr per-image patches PSNR")
+    _check(up, sr["per-image fit"]["fit_subset_psnr_db"], "inr per-image 2x PSNR")
+    _check(params, fit["weights_per_image"], "inr per-image weights")
+    _check(seconds, fit["seconds_per_image"], "inr per-image seconds")
+    text = section.replace("\n", " ")
+    setup = re.search(
+        r"(\d+) seeds, ([\d,]+) training and ([\d,]+) held-out MNIST digits, ([\d,]+) steps; the first (\d+) "
+        r"held-out images fitted one network each \(([\d,]+) steps\)",
+        text,
+    )
+    assert setup is not None
+    numbers = [int(v.replace(",", "")) for v in setup.groups()]
+    assert numbers == [
+        cfg["seeds"],
+        cfg["train_images"],
+        cfg["test_images"],
+        cfg["steps"],
+        cfg["fit_images"],
+        cfg["fit_steps"],
+    ]
+    assert len(digits["hypernetwork"]["psnr_db"]["per_seed"]) == cfg["seeds"]
+    bicubic = re.search(r"bicubic upsampling reaches ([\d.]+) dB", text)
+    assert bicubic is not None
+    _check(bicubic[1], sr["bicubic"]["fit_subset_psnr_db"], "inr bicubic PSNR")
+    hyper, embed = digits["hypernetwork"]["psnr_db"], digits["embedding"]["psnr_db"]
+    gap = re.search(r"by ([\d.]+) dB on the mean", text)
+    assert gap is not None
+    _check(gap[1], hyper["mean"] - embed["mean"], "inr PSNR gap")
+    assert min(hyper["per_seed"]) > max(embed["per_seed"])  # "in each of the 3 seeds"
+    assert hyper["mean"] - embed["mean"] > 5 * max(hyper["std"], embed["std"])
+    sizes = re.search(r"to the ([\d,]+) weights of the network.*widened to (\d+) so", text)
+    assert sizes is not None
+    assert int(sizes[1].replace(",", "")) == digits["hypernetwork"]["generated_weights"]
+    assert int(sizes[2]) == digits["embedding"]["width"]
+    split = re.search(r"(\d+) for training, (\d+) held out", text)
+    assert split is not None and [int(split[1]), int(split[2])] == [patches["train_images"], patches["test_images"]]
+    wall = re.search(r"([\d,]+) s wall", text)
+    assert wall is not None
+    _check(wall[1], results["seconds"], "inr wall time")
+    assert "hypernet run inr --data-dir" in text and results["command"].startswith("hypernet run inr")

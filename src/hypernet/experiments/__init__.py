@@ -6,6 +6,7 @@ from hypernet.experiments.registry import EXPERIMENTS, Experiment, RunContext, g
 from hypernet.experiments import (  # noqa: E402, F401  # isort: skip
     continual,
     hyperkernel_images,
+    inr,
     kernel_convergence,
     mip_ablation,
     modularity,
