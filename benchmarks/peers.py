@@ -15,6 +15,7 @@ give large blocks back to the system, so each step's peak is its own). The load 
 recorded: the machine is shared.
 
     python benchmarks/peers.py [--threads 2] [--json docs/benchmarks/peers.json] [--quick]
+    python benchmarks/peers.py --parts shared --threads 1 --repeat 9 --json docs/benchmarks/peers_shared.json
 
 Peers come from the `bench` extra (`pip install -e ".[bench]"`); hyper-nn declares jax and flax
 as dependencies, so it is not in the extra: `pip install --no-deps hyper-nn==0.2.2` installs its
@@ -334,6 +335,16 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"threads {result['threads']}; load average {result['load_before']} before, {result['load_after']} after; "
         f"torch {result['torch']}; peers {result['peers']}",
+    ]
+    if result["shared"]:
+        lines += _shared_table(result)
+    if result["per_sample"]:
+        lines += _per_sample_table(result)
+    return "\n".join(lines)
+
+
+def _shared_table(result: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "Shared weights, task-conditioned training step (batch 128, Adam); time of each library / hypernet's "
         "(> 1: hypernet faster), peak MB = growth of the resident set during one step",
@@ -350,7 +361,11 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {row['target']} | {s['hypernet'] * 1e3:.2f} | {' | '.join(cells)} | {mems} |")
     notes = {f"{p} ({row['target']}): {n}" for row in result["shared"] for p, n in row["notes"].items()}
     lines += [f"- {n}" for n in sorted(notes)]
-    lines += [
+    return lines
+
+
+def _per_sample_table(result: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "Per-sample weights, forward + backward, w: [B, P]; time / hypernet's (> 1: hypernet faster); peak MB as above",
         "",
@@ -371,7 +386,7 @@ def render(result: dict[str, Any]) -> str:
     if once:
         notes.add(f"hypnettorch loop at B = {', '.join(map(str, once))}: one call, outside the rounds")
     lines += [f"- {n}" for n in sorted(notes)]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -381,11 +396,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="B = 32 only, 3 rounds: checks that every path runs")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--parts", default="shared,per-sample", help="which tables to measure: shared, per-sample or both (default)"
+    )
     args = ap.parse_args()
     exec_with_malloc_trim()  # each step's peak resident set is its own
     warnings.filterwarnings("ignore")  # peers' deprecation warnings (functorch, numpy) are not ours
     torch.set_num_threads(args.threads)
     batches = [32] if args.quick else [int(b) for b in args.batches.split(",")]
+    parts = {p.strip() for p in args.parts.split(",")}
+    if not parts or not parts <= {"shared", "per-sample"}:
+        ap.error(f"--parts: expected shared, per-sample or both, got {args.parts!r}")
     repeat = 3 if args.quick else args.repeat
     result: dict[str, Any] = {
         "threads": torch.get_num_threads(),
@@ -397,10 +418,10 @@ def main() -> None:
         "shared": [],
         "per_sample": [],
     }
-    for sizes in ((784, 256, 10), (784, 256, 256, 10)):
+    for sizes in ((784, 256, 10), (784, 256, 256, 10)) if "shared" in parts else ():
         result["shared"].append(shared_rows(sizes, repeat))
         print(f"shared {sizes}: done", file=sys.stderr, flush=True)
-    for kind in ("mlp", "cnn"):
+    for kind in ("mlp", "cnn") if "per-sample" in parts else ():
         for B in batches:
             result["per_sample"].append(per_sample_row(kind, B, repeat))
             print(f"per-sample {kind} B={B}: done", file=sys.stderr, flush=True)

@@ -120,8 +120,22 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--set n_f_values=(800,x): expected ints, comma-separated, e.g. 800 or 50,200",
         ),
         (
-            ["run", "rotation-widths", "--set", "n_train=9500", "--set", "n_test=1000"],
-            "--set n_train=9500 n_test=1000 split=test: expected n_train + n_test <= the images of the split (10,000",
+            ["run", "rotation-widths", "--set", "n_train=9500", "--set", "n_test=1000", "--set", "train_split=test"],
+            "--set n_train=9500 n_test=1000 train_split=test: expected n_train <= 60,000 with train_split=train, "
+            "n_train + n_test <= 10,000 with train_split=test",
+        ),
+        (
+            ["run", "rotation-widths", "--set", "n_train=60001"],
+            "--set n_train=60001 n_test=10000 train_split=train: expected n_train <= 60,000 with train_split=train",
+        ),
+        (["run", "rotation-widths", "--set", "n_test=10001"], "--set n_test=10001: expected an integer in [1, 10000]"),
+        (
+            ["run", "rotation-widths", "--set", "optimizer=adam", "--set", "momentum=0.9"],
+            "--set optimizer=adam momentum=0.9: expected momentum 0 with optimizer=adam",
+        ),
+        (
+            ["run", "rotation-widths", "--set", "n_test=500"],
+            "--set curve_images=1000 n_test=500: expected curve_images <= n_test",
         ),
         (
             ["run", "rotation-widths", "--quick", "--set", "data_dir=/nonexistent"],

@@ -116,6 +116,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 MNIST_TEST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-test"  # (fixture: skip if absent)
 CLI_RUN = ["run", "rotation-widths", "--quick", "--no-progress", "--set", "n_f_values=16", "--set", "n_g_values=4"]
 CLI_RUN += ["--set", "epochs=1", "--set", "batch_size=32", "--data-dir", str(MNIST_TEST)]
+CLI_RUN += ["--set", "fresh_angles=true", "--set", "standardize=true"]  # the full setup's batches: angles per batch
 
 
 def test_cli_nproc_and_torchrun_equal_one_process(tmp_path: Path, mnist_test_dir: Path) -> None:
@@ -149,7 +150,7 @@ def test_cli_nproc_and_torchrun_equal_one_process(tmp_path: Path, mnist_test_dir
     ("args", "message"),
     [
         (["run", "kernel-convergence", "--quick", "--nproc", "2"], "does not train through the training loop"),
-        (["run", "split-digits", "--quick", "--nproc", "2"], "split-digits does not train through the training loop"),
+        (["run", "ntk-drift", "--quick", "--nproc", "2"], "ntk-drift does not train through the training loop"),
         (["run", "rotation-widths", "--quick", "--nproc", "0"], "--nproc 0: expected a count >= 1"),
         (["run", "rotation-widths", "--quick", "--nproc", "2", "--set", "batch_size=3"], "batch_size=3 does not split"),
     ],

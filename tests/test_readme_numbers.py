@@ -292,14 +292,113 @@ def test_hyperkernel_images_table() -> None:
     assert int(setup[5]) == round(100 * cfg["observed_fraction"]) and int(setup[4]) + int(setup[5]) == 100
 
 
-def test_rotation_widths_setup() -> None:
+def test_rotation_widths_setup_and_grid() -> None:
     results = _results("rotation-widths")
-    text = _section("### The paper's claims, rerun").replace("\n", " ")
-    setup = re.search(r"\(([\d,]+) training images from the (\w+) split, Adam, (\d+) epochs\)", text)
-    assert setup is not None
     cfg = results["config"]
-    assert (int(setup[1].replace(",", "")), setup[2], int(setup[3])) == (cfg["n_train"], cfg["split"], cfg["epochs"])
+    text = _section("### The paper's claims, rerun")
+    flat = text.replace("\n", " ")
+    setup = re.search(
+        r"\(([\d,]+) training images from the (\w+) split, ([\d,]+) test images from the test split, "
+        r"(SGD|Adam) lr ([\d.]+)( without momentum)?, batch (\d+), (\d+) epochs, angles drawn per batch\)",
+        flat,
+    )
+    assert setup is not None, "README: the rotation-widths setup '(N training images from the ... epochs, ...)'"
+    assert (int(setup[1].replace(",", "")), setup[2], int(setup[3].replace(",", ""))) == (
+        cfg["n_train"], cfg["train_split"], cfg["n_test"],
+    )  # fmt: skip
+    assert (setup[4].lower(), float(setup[5]), int(setup[7]), int(setup[8])) == (
+        cfg["optimizer"], cfg["lr"], cfg["batch_size"], cfg["epochs"],
+    )  # fmt: skip
+    assert (setup[6] is not None) == (cfg["momentum"] == 0) and cfg["fresh_angles"] and cfg["standardize"]
     assert math.isclose(results["summary"]["chance_error"], 1 - 1 / cfg["classes"])
+    assert f"{results['seconds']:.0f} s" in flat  # the run's own wall time, as the README states it
+    rows = _table(text, "hypernetwork width n_f")
+    runs = results["summary"]["runs"]
+    assert [int(r[0]) for r in rows] == cfg["n_f_values"] and len(rows[0]) == 1 + len(cfg["n_g_values"])
+    for row, n_f in zip(rows, cfg["n_f_values"]):
+        for cell, n_g in zip(row[1:], cfg["n_g_values"]):
+            _check(cell, runs[f"n_f={n_f},n_g={n_g}"]["test_error"], f"rotation-widths n_f={n_f} n_g={n_g}")
+
+
+def test_peers_tables_are_the_committed_runs() -> None:
+    """The two peers tables are the `table` text `benchmarks/peers.py` wrote into its JSON files, verbatim
+    (the full run with its load line; the one-thread shared run from its first table row on)."""
+    section = _section("## Beside the other libraries")
+    full = _json(BENCH / "peers.json")
+    assert full["table"] in section
+    shared = _json(BENCH / "peers_shared.json")
+    rows = [line for line in shared["table"].splitlines() if line.startswith("| 784")]
+    assert len(rows) == 2 and all(row in section for row in rows)
+    # the prose's trainable-parameter counts are those of both runs, every library alike
+    for run in (full, shared):
+        for row in run["shared"]:
+            counts = set(row["trainable_parameters"].values())
+            assert len(counts) == 1, f"{row['target']}: libraries differ in trainable parameters {counts}"
+            assert f"{counts.pop():,}" in section
+
+
+def test_inr_table() -> None:
+    results = _results("inr")
+    section = _section("### Functional representations: `inr`")
+    summary, cfg = results["summary"], results["config"]
+    digits, patches = summary["digits"], summary["patches"]
+    sr = patches["super_resolution"]
+    rows = {r[0]: r[1:] for r in _table(section, "method")}
+    assert sorted(rows) == ["embedding (equal parameters)", "hypernetwork", "one network per image"]
+    for name, key in (("hypernetwork", "hypernetwork"), ("embedding (equal parameters)", "embedding")):
+        mean_sd, first, patch, patch_first, up, params, seconds = rows[name]
+        mean, sd = mean_sd.split(" ± ")
+        _check(mean, digits[key]["psnr_db"]["mean"], f"inr {name} digits PSNR")
+        _check(sd, digits[key]["psnr_db"]["std"], f"inr {name} digits PSNR sd")
+        _check(first, digits[key]["fit_subset_psnr_db"]["mean"], f"inr {name} digits subset PSNR")
+        _check(patch, patches[key]["psnr_db"]["mean"], f"inr {name} patches PSNR")
+        _check(patch_first, patches[key]["fit_subset_psnr_db"]["mean"], f"inr {name} patches subset PSNR")
+        _check(up, sr[key]["fit_subset_psnr_db"], f"inr {name} 2x PSNR")
+        _check(params, digits[key]["trainable_parameters"], f"inr {name} parameters")
+        _check(seconds, digits[key]["train_seconds"]["mean"], f"inr {name} seconds")
+    _, first, _, patch_first, up, params, seconds = rows["one network per image"]
+    fit = digits["per_image_fit"]
+    _check(first, fit["fit_subset_psnr_db"], "inr per-image digits PSNR")
+    _check(patch_first, patches["per_image_fit"]["fit_subset_psnr_db"], "inr per-image patches PSNR")
+    _check(up, sr["per-image fit"]["fit_subset_psnr_db"], "inr per-image 2x PSNR")
+    _check(params, fit["weights_per_image"], "inr per-image weights")
+    _check(seconds, fit["seconds_per_image"], "inr per-image seconds")
+    text = section.replace("\n", " ")
+    setup = re.search(
+        r"(\d+) seeds, ([\d,]+) training and ([\d,]+) held-out MNIST digits, ([\d,]+) steps; the first (\d+) "
+        r"held-out images fitted one network each \(([\d,]+) steps\)",
+        text,
+    )
+    assert setup is not None
+    numbers = [int(v.replace(",", "")) for v in setup.groups()]
+    assert numbers == [
+        cfg["seeds"],
+        cfg["train_images"],
+        cfg["test_images"],
+        cfg["steps"],
+        cfg["fit_images"],
+        cfg["fit_steps"],
+    ]
+    assert len(digits["hypernetwork"]["psnr_db"]["per_seed"]) == cfg["seeds"]
+    bicubic = re.search(r"bicubic upsampling reaches ([\d.]+) dB", text)
+    assert bicubic is not None
+    _check(bicubic[1], sr["bicubic"]["fit_subset_psnr_db"], "inr bicubic PSNR")
+    hyper, embed = digits["hypernetwork"]["psnr_db"], digits["embedding"]["psnr_db"]
+    gap = re.search(r"by ([\d.]+) dB on the mean", text)
+    assert gap is not None
+    _check(gap[1], hyper["mean"] - embed["mean"], "inr PSNR gap")
+    assert min(hyper["per_seed"]) > max(embed["per_seed"])  # "in each of the 3 seeds"
+    assert hyper["mean"] - embed["mean"] > 5 * max(hyper["std"], embed["std"])
+    sizes = re.search(r"to the ([\d,]+) weights of the network.*widened to (\d+) so", text)
+    assert sizes is not None
+    assert int(sizes[1].replace(",", "")) == digits["hypernetwork"]["generated_weights"]
+    assert int(sizes[2]) == digits["embedding"]["width"]
+    split = re.search(r"(\d+) for training, (\d+) held out", text)
+    assert split is not None and [int(split[1]), int(split[2])] == [patches["train_images"], patches["test_images"]]
+    wall = re.search(r"([\d,]+) s wall", text)
+    assert wall is not None
+    _check(wall[1], results["seconds"], "inr wall time")
+    assert "hypernet run inr --data-dir" in text and results["command"].startswith("hypernet run inr")
 
 
 def test_hyperparameter_sweep_numbers() -> None:

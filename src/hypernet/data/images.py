@@ -2,8 +2,11 @@
 intensity. Coordinates, their Fourier features, and batches of `(image, coordinates, intensities)`
 for a hypernetwork `g(x; f(I))` (the modularity experiment) or an implicit neural representation.
 
-Conventions: images `[N, H, W]` in [0, 1]; coordinates `[H * W, 2]` (row, column) in [0, 1],
-row-major, so `images.flatten(1)[:, k]` is the intensity at `coordinates[k]`.
+Conventions: images `[N, H, W]` (one channel) or `[N, C, H, W]` in [0, 1]; coordinates
+`[H * W, 2]` (row, column) in [0, 1], row-major, so `images.flatten(1)[:, k]` is the intensity at
+`coordinates[k]` of a one-channel image. `upsampled_coordinates` gives the pixel centres of a finer
+grid in the same coordinates (super-resolution); `sample_image_patches` cuts scikit-learn's sample
+images into patches.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -33,21 +37,66 @@ def fourier_features(coords: Tensor, frequencies: int) -> Tensor:
     return torch.cat([torch.cos(ang), torch.sin(ang)], dim=-1).flatten(-2)
 
 
+def upsampled_coordinates(height: int, width: int, factor: int) -> Tensor:
+    """`[factor * height * factor * width, 2]`: the pixel centres of a grid `factor` times finer than
+    `height x width`, row-major, in the coordinates of `pixel_coordinates(height, width)` (where
+    the coarse pixel `r` sits at `r / (height - 1)`). A coarse pixel covers `[r - 1/2, r + 1/2]` in
+    pixel units, and its `factor` fine pixels sit at `r - 1/2 + (j + 1/2) / factor`; the outermost lie
+    slightly outside [0, 1]. `factor=1` gives `pixel_coordinates(height, width)` (up to float rounding)."""
+    if factor < 1:
+        raise ValueError(f"factor: must be >= 1, got {factor}")
+    if height < 2 or width < 2:
+        raise ValueError(f"upsampled_coordinates: height and width must be >= 2, got {height}, {width}")
+
+    def axis(n: int) -> Tensor:
+        fine = (torch.arange(n * factor, dtype=torch.float64) + 0.5) / factor - 0.5  # in coarse pixel units
+        return (fine / (n - 1)).float()
+
+    return torch.stack(torch.meshgrid(axis(height), axis(width), indexing="ij"), -1).reshape(-1, 2)
+
+
+def sample_image_patches(side: int, patch: int, grayscale: bool = False, stride: int | None = None) -> Tensor:
+    """scikit-learn's two sample images (china, flower; shipped with scikit-learn, no download),
+    each area-downsampled to `side x round(1.5 side)` pixels, cut into `patch x patch` patches every
+    `stride` pixels (default: `patch`, no overlap). Returns `[N, C, patch, patch]` in [0, 1], `C` 1
+    (mean of RGB) or 3, the china image's patches first, row-major."""
+    from sklearn.datasets import load_sample_images
+
+    if patch < 2 or side < patch:
+        raise ValueError(f"sample_image_patches: need 2 <= patch <= side, got patch={patch}, side={side}")
+    stride = patch if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride: must be >= 1, got {stride}")
+    out = []
+    for im in load_sample_images().images:
+        rgb = torch.tensor(im, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
+        small = F.interpolate(rgb, size=(side, round(1.5 * side)), mode="area")[0]
+        if grayscale:
+            small = small.mean(0, keepdim=True)
+        tiles = small.unfold(1, patch, stride).unfold(2, patch, stride)  # [C, rows, cols, patch, patch]
+        out.append(tiles.permute(1, 2, 0, 3, 4).reshape(-1, small.shape[0], patch, patch))
+    return torch.cat(out).clamp(0, 1)
+
+
 class ImageFunctions:
     """A set of images seen as functions of their pixel coordinates.
 
-    `images: [N, H, W]` in [0, 1]. `sample(index, pixels, generator)` draws `pixels` random pixels of
-    each image in `index: [B]` and returns `(coords [B, pixels, 2], values [B, pixels, 1])`;
-    `all_pixels(index)` returns every pixel, `[B, H * W, 2]` and `[B, H * W, 1]`.
+    `images: [N, H, W]` or `[N, C, H, W]` in [0, 1]. `sample(index, pixels, generator)` draws
+    `pixels` random pixels of each image in `index: [B]` and returns `(coords [B, pixels, 2],
+    values [B, pixels, C])` (`C = 1` for `[N, H, W]`); `all_pixels(index)` returns every pixel,
+    `[B, H * W, 2]` and `[B, H * W, C]`. `values: [N, C * H * W]` is each image flattened.
     """
 
     def __init__(self, images: Tensor) -> None:
-        if images.ndim != 3:
-            raise ValueError(f"images: expected [N, H, W], got shape {list(images.shape)}")
+        if images.ndim not in (3, 4):
+            raise ValueError(f"images: expected [N, H, W] or [N, C, H, W], got shape {list(images.shape)}")
         self.images = images
-        self.height, self.width = int(images.shape[1]), int(images.shape[2])
+        self.channels = 1 if images.ndim == 3 else int(images.shape[1])
+        self.height, self.width = int(images.shape[-2]), int(images.shape[-1])
         self.coords = pixel_coordinates(self.height, self.width).to(images.dtype)
         self.values = images.reshape(images.shape[0], -1)
+        # [N, H * W, C]: the intensities of pixel k in every channel
+        self.pixels = images.reshape(images.shape[0], self.channels, -1).transpose(1, 2)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -56,9 +105,9 @@ class ImageFunctions:
         """`pixels` pixels per image, drawn uniformly with replacement."""
         n = self.height * self.width
         k = torch.randint(n, (index.shape[0], pixels), generator=generator)
-        return self.coords[k], self.values[index[:, None], k][..., None]
+        return self.coords[k], self.pixels[index[:, None], k]
 
     def all_pixels(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """Every pixel of the images in `index`."""
         b = index.shape[0]
-        return self.coords.expand(b, -1, -1), self.values[index][..., None]
+        return self.coords.expand(b, -1, -1), self.pixels[index]

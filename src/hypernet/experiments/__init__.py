@@ -7,6 +7,7 @@ from hypernet.experiments import (  # noqa: E402, F401  # isort: skip
     continual,
     hyperkernel_images,
     hyperparameter_sweep,
+    inr,
     kernel_convergence,
     mip_ablation,
     modularity,

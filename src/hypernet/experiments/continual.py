@@ -244,6 +244,7 @@ CAPTIONS = {
     headline=headline,
     captions=CAPTIONS,
     prepare=lambda cfg: _check_data(cfg),
+    distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
 )
 def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "split")
@@ -257,6 +258,7 @@ def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     headline=headline,
     captions=CAPTIONS,
     prepare=lambda cfg: _check_data(cfg),
+    distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
 )
 def run_permuted(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "permuted")

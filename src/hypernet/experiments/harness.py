@@ -2,7 +2,13 @@
 train learners (`hypernet.methods.learners`) task after task, or jointly, through the training
 loop's checkpoints (so a killed run resumes at a task boundary or mid-task), evaluate every task
 after each one (task-incremental, and class-incremental by entropy-based task inference), and
-aggregate over seeds: accuracy matrix, average final accuracy, forgetting, parameters, memory."""
+aggregate over seeds: accuracy matrix, average final accuracy, forgetting, parameters, memory.
+
+On several processes (`hypernet run NAME --nproc N`, or torchrun) every process draws the same
+global batch from the same seeded generator and keeps its strided part (`shard`); the learner's
+whole objective trains through DDP (`methods.learners.distribute`). Everything else (the Fisher's
+inputs, the end of a task, evaluation) every process does alike, so all hold the same state;
+rank 0 alone writes (the training loop's rule)."""
 
 from __future__ import annotations
 
@@ -15,13 +21,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hypernet.data import TaskSet
 from hypernet.experiments.registry import RunContext
+from hypernet.experiments.settings import ConfigError
 from hypernet.methods.continual import class_incremental_predict
-from hypernet.methods.learners import Learner
-from hypernet.train import TrainConfig
+from hypernet.methods.learners import Learner, distribute
+from hypernet.train import TrainConfig, distributed
 
 
 @dataclass
@@ -71,28 +78,53 @@ class Schedule:
     fisher_samples: int = 500
 
 
-def _batch(data: TaskData, size: int, g: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
+def _batch(
+    data: TaskData, size: int, g: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     x, y = data.rows(torch.randint(len(data), (size,), generator=g))
-    return x.to(device), y.to(device)
+    return x.to(device, dtype), y.to(device)
 
 
-def _mixed_batch(tasks: Tasks, size: int, g: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _mixed_batch(
+    tasks: Tasks, size: int, g: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
     xs, ys, ts = [], [], []
     for t, data in enumerate(tasks.train):
-        x, y = _batch(data, size, g, device)
+        x, y = _batch(data, size, g, device, dtype)
         xs.append(x)
         ys.append(y)
         ts.append(torch.full((size,), t, dtype=torch.long, device=device))
     return torch.cat(xs), torch.cat(ys), torch.cat(ts)
 
 
+def shard(*tensors: Tensor) -> tuple[list[Tensor], float]:
+    """This process's part of a global batch (`tensors: [B, ...]`, rows `rank, rank + W, ...`; all
+    of it in one process) and its weight `b * W / B` (`b` its rows): the mean over the processes
+    of `weight * (mean loss of the part)` is the global batch's mean loss even when `W` does not
+    divide `B` (split-MNIST's joint batch: 5 x 25 images), and the weight is 1 when it does."""
+    count, index, total = distributed.world_size(), distributed.rank(), int(tensors[0].shape[0])
+    if count == 1:
+        return list(tensors), 1.0
+    if total < count:
+        raise ValueError(
+            f"a batch of {total} sample(s) cannot be shared by {count} processes; use a batch size of at least {count}"
+        )
+    parts = [t[index::count] for t in tensors]
+    return parts, parts[0].shape[0] * count / total
+
+
+def _dtype(learner: nn.Module) -> torch.dtype:
+    """The learner's floating dtype, which its inputs take (float32 data into a float64 learner)."""
+    return next(p.dtype for p in learner.parameters() if p.is_floating_point())
+
+
 @torch.no_grad()
 def task_accuracy(learner: Learner, data: TaskData, task: int, device: torch.device, chunk: int = 2000) -> float:
     """Task-incremental test accuracy of `learner` on `data` (the task id given)."""
-    correct = 0
+    correct, dtype = 0, _dtype(learner)
     for lo in range(0, len(data), chunk):
         x, y = data.rows(slice(lo, lo + chunk))
-        correct += int((learner(x.to(device), task).argmax(-1) == y.to(device)).sum())
+        correct += int((learner(x.to(device, dtype), task).argmax(-1) == y.to(device)).sum())
     return correct / max(1, len(data))
 
 
@@ -101,10 +133,11 @@ def class_incremental(learner: Learner, tasks: Tasks, device: torch.device, chun
     """Class-incremental accuracy (global label right, the task inferred by lowest predictive
     entropy among every task's outputs) and how often the task itself was inferred right."""
     right = inferred = total = 0
+    dtype = _dtype(learner)
     for t, data in enumerate(tasks.test):
         for lo in range(0, len(data), chunk):
             x, y = data.rows(slice(lo, lo + chunk))
-            x = x.to(device)
+            x = x.to(device, dtype)
             logits = torch.stack([learner(x, k) for k in range(tasks.num_tasks)])
             label, task = class_incremental_predict(logits, tasks.classes)
             glob = torch.tensor(tasks.classes[t], device=device)[y.to(device)]
@@ -118,8 +151,12 @@ def train_learner(
     name: str, learner: Learner, tasks: Tasks, sched: Schedule, ctx: RunContext, seed: int
 ) -> dict[str, Any]:
     """Train `learner` (phases `NAME-taskT`, or `NAME` if joint) and evaluate it; see the module doc."""
-    n, device = tasks.num_tasks, ctx.device
+    n, device, dtype = tasks.num_tasks, ctx.device, _dtype(learner)
     matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
+    # every parameter reached at every step: by the learner's kind, or a joint learner whose every
+    # process's part holds every task (a strided part of a batch laid out by task, `shard`)
+    every_used = learner.every_parameter_used or (learner.joint and sched.joint_batch >= distributed.world_size())
+    model = distribute(learner, find_unused=not every_used)  # in DDP on several processes, one for all tasks
 
     def gen(t: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed * 1_000_003 + 7919 * t + 17)
@@ -131,10 +168,11 @@ def train_learner(
         cfg = _with_steps(sched.train, sched.joint_steps)
 
         def joint_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-            x, y, t = _mixed_batch(tasks, sched.joint_batch, g, device)
-            return learner.loss(x, y, t, g)
+            (x, y, t), weight = shard(*_mixed_batch(tasks, sched.joint_batch, g, device, dtype))
+            out: tuple[Tensor, dict[str, float]] = model(x, y, t, g, weight)
+            return out
 
-        ctx.train(name, learner, learner.trainable(0), joint_step, cfg, eval_fn=mean_acc, generator=gen(-1))
+        ctx.train(name, model, learner.trainable(0), joint_step, cfg, eval_fn=mean_acc, generator=gen(-1))
         matrix[n - 1] = [task_accuracy(learner, d, t, device) for t, d in enumerate(tasks.test)]
     else:
         cfg = _with_steps(sched.train, sched.steps)
@@ -142,16 +180,17 @@ def train_learner(
             learner.start_task(t)
 
             def step(_: int, g: torch.Generator, t: int = t) -> tuple[Tensor, dict[str, float]]:
-                x, y = _batch(tasks.train[t], sched.batch_size, g, device)
-                return learner.loss(x, y, t, g)
+                (x, y), weight = shard(*_batch(tasks.train[t], sched.batch_size, g, device, dtype))
+                out: tuple[Tensor, dict[str, float]] = model(x, y, t, g, weight)
+                return out
 
             def current(t: int = t) -> dict[str, float]:
                 return {"test_acc": task_accuracy(learner, tasks.test[t], t, device)}
 
-            ctx.train(f"{name}-task{t}", learner, learner.trainable(t), step, cfg, eval_fn=current, generator=gen(t))
+            ctx.train(f"{name}-task{t}", model, learner.trainable(t), step, cfg, eval_fn=current, generator=gen(t))
             g = gen(1000 + t)  # the Fisher's inputs: the same draw when a resumed run redoes this
             x, _ = tasks.train[t].rows(torch.randperm(len(tasks.train[t]), generator=g)[: sched.fisher_samples])
-            learner.end_task(t, x.to(device), g)
+            learner.end_task(t, x.to(device, dtype), g)  # every process alike, on all of `x`
             matrix[t] = [task_accuracy(learner, d, k, device) if k <= t else None for k, d in enumerate(tasks.test)]
     final = [float(a) for a in matrix[n - 1] if a is not None]
     diag = [matrix[t][t] for t in range(n - 1)]
@@ -190,6 +229,12 @@ def run_methods(
 
     Returns per method: each seed's results (`train_learner`) and the means and standard
     deviations over seeds of `mean_acc`, `forgetting`, `class_il_acc`."""
+    smallest = min(sched.batch_size, sched.joint_batch * tasks.num_tasks)
+    if smallest < distributed.world_size():  # before anything trains, the same on every process
+        raise ConfigError(
+            f"batch_size: a batch of {smallest} sample(s) cannot be shared by {distributed.world_size()} processes; "
+            f"use a batch size of at least {distributed.world_size()}"
+        )
     out: dict[str, Any] = {}
     for k, method in enumerate(methods):
         runs = []

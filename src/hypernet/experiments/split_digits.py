@@ -94,6 +94,7 @@ class TaskConditioned(Learner):
         "of each model during training.",
         "per_task_accuracy": "Test accuracy of each model on each task (digit pair) at the end of training.",
     },
+    distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
 )
 def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     train_set, test_set = train_test_split(load_digits(), cfg.test_fraction, seed=ctx.seed)

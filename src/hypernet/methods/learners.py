@@ -9,19 +9,27 @@ batches mixing every task (`task` then a tensor of ids `[B]`).
 The methods: the hypernetwork with its output regularizer (`HnetLearner`), fine-tuning, EWC,
 online EWC, SI (all on `MultiHeadNet`: a shared trunk, one output head per task), one network per
 task (`PerTaskNets`) and joint training (`FineTune(..., joint=True)`).
+
+On several processes (`distribute`), DDP wraps the whole objective (`Objective`: data term and
+penalty in one forward), each process computing its part of the batch; see `distribute`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from hypernet.methods.continual import HnetContinual, lookahead_step
 from hypernet.methods.ewc import EWCPenalty, call, fisher_diagonal, flat_params
 from hypernet.methods.si import SIPenalty
+from hypernet.train import distributed
 
 Logged = dict[str, float]
 
@@ -54,13 +62,30 @@ class Learner(nn.Module):
     """Base: plain cross-entropy on the task's outputs; nothing kept between tasks."""
 
     joint: bool = False
+    # every parameter gets a gradient at every step of a task (DDP then need not search for unused ones)
+    every_parameter_used: bool = False
 
     def trainable(self, task: int) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
-        """The objective of one step on batch `x: [B, ...]`, `y: [B]`, and what to log."""
-        return F.cross_entropy(self(x, task), y), {}
+    def loss(
+        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
+    ) -> tuple[Tensor, Logged]:
+        """The objective of one step on batch `x: [B, ...]`, `y: [B]`, and what to log.
+
+        `weight` scales the data term only (`data_loss`), never a penalty: on several processes it
+        is this process's share of the global batch, so that the processes' mean is the batch's."""
+        return self.data_loss(x, y, task, weight), {}
+
+    def data_loss(self, x: Tensor, y: Tensor, task: int | Tensor, weight: float = 1.0) -> Tensor:
+        """Mean cross-entropy on `x: [B, ...]`, `y: [B]`, times `weight` (not multiplied at 1, so a
+        one-process run computes exactly what it always did)."""
+        ce = F.cross_entropy(self(x, task), y)
+        return ce if weight == 1.0 else ce * weight
+
+    def reduced_gradients(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        """Called on several processes with the gradients of `params` averaged over the processes
+        (a DDP bucket's), before the optimizer step; for methods that keep gradients (SI)."""
 
     def start_task(self, task: int) -> None:
         """Before task `task`'s first step."""
@@ -81,6 +106,8 @@ class FineTune(Learner):
     """Sequential fine-tuning of a `MultiHeadNet` (the lower bound), or, with `joint`, training on
     every task at once (the upper bound)."""
 
+    every_parameter_used = True  # one trunk, and all heads computed for every sample
+
     def __init__(self, net: MultiHeadNet, joint: bool = False) -> None:
         super().__init__()
         self.model, self.joint = net, joint
@@ -99,8 +126,11 @@ class EWC(FineTune):
         n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.penalty = EWCPenalty(n, net.num_tasks, lam, online, gamma)
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
-        task_loss = F.cross_entropy(self(x, task), y)
+    def loss(
+        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
+    ) -> tuple[Tensor, Logged]:
+        task_loss = self.data_loss(x, y, task, weight)
+        # the same on every process (same weights, Fisher, anchors): DDP's mean of its gradient is itself
         reg = self.penalty(flat_params(self.trainable(0)))
         return task_loss + reg, {"task_loss": float(task_loss.detach()), "reg": float(reg.detach())}
 
@@ -128,12 +158,19 @@ class SI(FineTune):
     def start_task(self, task: int) -> None:
         self.penalty.start_task(self._theta().detach())
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
+    def loss(
+        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
+    ) -> tuple[Tensor, Logged]:
         theta = self._theta()
         self.penalty.track(theta.detach())  # the previous step's -g * dtheta
-        task_loss = F.cross_entropy(self(x, task), y)
+        task_loss = self.data_loss(x, y, task, weight)
         reg = self.penalty(theta)
         return task_loss + reg, {"task_loss": float(task_loss.detach()), "reg": float(reg.detach())}
+
+    def reduced_gradients(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        # the path integral needs the gradient that was applied: on several processes, the mean
+        # over them (the hooks saw this process's part only); kept before the checkpoint is written
+        self.penalty.keep(params, grads)
 
     def end_task(self, task: int, x: Tensor, generator: torch.Generator) -> None:
         theta = self._theta().detach()
@@ -183,9 +220,16 @@ class HnetLearner(Learner):
     def trainable(self, task: int) -> list[nn.Parameter]:
         return self.hnet.trainable(task)
 
-    def loss(self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator) -> tuple[Tensor, Logged]:
-        task_loss = F.cross_entropy(self(x, task), y)
-        delta = lookahead_step(task_loss, self.hnet.hypernetwork, self.lookahead_lr) if self.lookahead_lr else None
+    def loss(
+        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
+    ) -> tuple[Tensor, Logged]:
+        task_loss = self.data_loss(x, y, task, weight)
+        delta = None
+        if self.lookahead_lr:
+            # the look-ahead is the whole batch's step: the mean over the processes of their parts'
+            delta = lookahead_step(task_loss, self.hnet.hypernetwork, self.lookahead_lr)
+            delta = {name: distributed.mean_across(step) for name, step in delta.items()}
+        # the same on every process (same weights, targets and subset draw): not averaged away, not doubled
         reg = self.hnet.regularizer(int(task), subset=self.subset, generator=generator, delta=delta)
         return task_loss + reg, {"task_loss": float(task_loss.detach()), "reg": float(reg.detach())}
 
@@ -194,3 +238,62 @@ class HnetLearner(Learner):
 
     def memory_bytes(self) -> int:
         return self.hnet.target_memory_bytes()
+
+
+class Objective(nn.Module):
+    """`learner.loss` as a module's forward, so that DDP wraps the whole objective (data term and
+    penalty): every parameter the loss reaches is found, and its gradient averaged once.
+
+    Its state is the learner's (`state_dict` without a prefix), so the checkpoints of one-process
+    and several-process runs are the same files."""
+
+    def __init__(self, learner: Learner) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(
+        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
+    ) -> tuple[Tensor, Logged]:
+        return self.learner.loss(x, y, task, generator, weight)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.learner.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.learner.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def distribute(learner: Learner, find_unused: bool = True) -> nn.Module:
+    """The module to train `learner` through: `Objective(learner)`, wrapped in DDP on several processes.
+
+    Each process computes the loss of its part of the batch; DDP averages the gradients once, in
+    the backward of the summed objective. A penalty (EWC, SI, the hypernetwork's regularizer) is
+    computed identically on every process (same weights, same state, same draws), so the mean of
+    its gradients is its gradient: counted once, as in one process. `find_unused`: DDP looks for
+    parameters a step does not reach (other tasks' embeddings or networks), which it must when
+    there are any; buffers are not broadcast at each step (every process updates them
+    identically, by construction).
+    The averaged gradients also go to `learner.reduced_gradients` (a DDP communication hook that
+    all-reduces as DDP's own does, then hands them over)."""
+    objective = Objective(learner)
+    if not distributed.is_distributed():
+        return objective
+    options = inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+    ddp = distributed.wrap(objective, find_unused_parameters=find_unused, **no_sync)
+
+    def hook(state: object, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]:
+        grads = bucket.buffer()
+        grads.div_(distributed.world_size())  # as DDP's default: the mean over the processes
+        fut = dist.all_reduce(grads, async_op=True).get_future()  # type: ignore[union-attr]
+
+        def done(f: torch.futures.Future[list[Tensor]]) -> Tensor:
+            learner.reduced_gradients(bucket.parameters(), bucket.gradients())
+            return f.value()[0]
+
+        return fut.then(done)
+
+    # DDP checks the hook's annotations as objects; this module's are strings (postponed evaluation)
+    hook.__annotations__.update({"state": object, "bucket": dist.GradBucket, "return": torch.futures.Future[Tensor]})
+    ddp.register_comm_hook(None, hook)  # type: ignore[operator]
+    return ddp

@@ -49,8 +49,10 @@ class SIPenalty(nn.Module):
         """Keep each backward's gradient of `params` (flattened in order) in `last_grad`, a buffer,
         so that a checkpoint taken between backward and the next step carries it."""
         offset = 0
+        self._where: dict[int, tuple[int, int]] = {}  # id(param) -> its slice of `last_grad`, for `keep`
         for p in params:
             n = p.numel()
+            self._where[id(p)] = (offset, offset + n)
 
             def keep(g: Tensor, lo: int = offset, hi: int = offset + n) -> None:
                 with torch.no_grad():
@@ -60,6 +62,15 @@ class SIPenalty(nn.Module):
             offset += n
         if offset != self.last_grad.numel():
             raise ValueError(f"params: {offset} numbers, the penalty was built for {self.last_grad.numel()}")
+
+    @torch.no_grad()
+    def keep(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        """Put `grads` of `params` (some of those given to `hook_into`) in `last_grad`, replacing
+        what the hooks kept: on several processes, the gradients averaged over them."""
+        for p, g in zip(params, grads, strict=True):
+            where = self._where.get(id(p))
+            if where is not None:
+                self.last_grad[where[0] : where[1]] = g.reshape(-1)
 
     @torch.no_grad()
     def track(self, theta: Tensor) -> None:

@@ -98,14 +98,15 @@ def part(t: Tensor, index: int, count: int) -> Tensor:
     return t[index::count]
 
 
-def wrap(model: nn.Module) -> nn.Module:
-    """`DistributedDataParallel(model)` in a multi-process run (the model already on its device),
-    else `model` itself. Call the returned module in the step function, so DDP averages gradients."""
+def wrap(model: nn.Module, **options: Any) -> nn.Module:
+    """`DistributedDataParallel(model, **options)` in a multi-process run (the model already on its
+    device), else `model` itself. Call the returned module in the step function, so DDP averages
+    gradients."""
     if not is_distributed():
         return model
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(model, device_ids=ids, **options)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
