@@ -62,9 +62,15 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
         ["tests/test_empirical_ntk.py", "tests/test_empirical_ntk_reference.py", "tests/test_kernels.py"],
     ),
-    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py"]),
-    "batched_ops": (["src/hypernet/batched_ops.py"], ["tests/test_engine_layers.py", "tests/test_core_contract.py"]),
-    "data": (["src/hypernet/data/*"], ["tests/test_data.py"]),
+    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py", "-m", "not slow"]),
+    "batched_ops": (
+        ["src/hypernet/batched_ops.py"],
+        ["tests/test_engine_layers.py", "tests/test_core_contract.py", "-m", "not slow"],
+    ),
+    "data": (
+        ["src/hypernet/data/*"],
+        ["tests/test_data.py", "tests/test_data_exact.py", "tests/test_images_functions.py"],
+    ),
 }
 
 
