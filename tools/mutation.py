@@ -65,7 +65,14 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py", "-m", "not slow"]),
     "batched_ops": (
         ["src/hypernet/batched_ops.py"],
-        ["tests/test_engine_layers.py", "tests/test_core_contract.py", "-m", "not slow"],
+        [
+            "tests/test_engine_layers.py",
+            "tests/test_engine_rules.py",
+            "tests/test_engine_fallback.py",
+            "tests/test_core_contract.py",
+            "-m",
+            "not slow",
+        ],
     ),
     "data": (
         ["src/hypernet/data/*"],
@@ -172,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", action="store_true", help="summarize the last run only, do not run")
     parser.add_argument("--keep", action="store_true", help="reuse the mutants and verdicts of the last run")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="MUTANT",
+        help="re-test only these mutants (names or globs, e.g. after adding tests), keeping the other verdicts",
+    )
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
     args = parser.parse_args(argv)
@@ -185,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if not args.results:
-        if not args.keep:
+        if not args.keep and not args.only:
             shutil.rmtree(work / "mutants", ignore_errors=True)  # a clean measurement: new mutants, new stats
         # mutmut redraws a progress line many times a second; keep that in a log, not on the terminal
         with open(work / "run.log", "w") as log:
-            code = subprocess.call([mutmut, "run", "--max-children", str(args.children)], cwd=work, env=env, stdout=log)
+            command = [mutmut, "run", "--max-children", str(args.children), *(args.only or [])]
+            code = subprocess.call(command, cwd=work, env=env, stdout=log)
         if code != 0:
             print(f"mutmut run failed ({code}); see {work / 'run.log'}", file=sys.stderr)
             return code

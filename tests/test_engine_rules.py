@@ -1,0 +1,199 @@
+"""The per-sample engine's rules called directly, the way a user's own module (or `register_rule`)
+meets them: `F.*` calls that leave arguments at their defaults, metadata of per-sample tensors,
+wrong batch sizes, and which module an unsupported call is blamed on. References are loops over
+the samples with plain `F.*` calls (float64: the batched and looped forms differ by summation
+order only, ~1e-15; 1e-12 leaves room for that and nothing else, while an error in eps or in a row
+lookup moves the result by >1e-3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hypernet.batched_ops import NoBatchedRule, PerSampleMode, supports, vmap_modules
+
+TOL = dict(atol=1e-12, rtol=1e-12)
+
+
+def _rand(*shape: int, seed: int = 0) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("eps", [None, 0.5])
+def test_group_norm_called_directly_with_and_without_eps(eps: float | None) -> None:
+    B, C = 3, 4
+    x, w, b = _rand(B, C, 5), _rand(B, C, seed=1), _rand(B, C, seed=2)
+    kw = {} if eps is None else {"eps": eps}
+    with PerSampleMode([w, b], B):
+        got = F.group_norm(x, 2, w, b, **kw)
+    want = torch.cat([F.group_norm(x[i : i + 1], 2, w[i], b[i], **kw) for i in range(B)])
+    torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("eps", [None, 0.5])
+def test_layer_norm_and_batch_norm_called_directly_with_and_without_eps(eps: float | None) -> None:
+    B = 3
+    x, w, b = _rand(B, 2, 4), _rand(B, 4, seed=1), _rand(B, 4, seed=2)
+    kw = {} if eps is None else {"eps": eps}
+    with PerSampleMode([w, b], B):
+        got = F.layer_norm(x, (4,), w, b, **kw)
+    want = torch.cat([F.layer_norm(x[i : i + 1], (4,), w[i], b[i], **kw) for i in range(B)])
+    torch.testing.assert_close(got, want, **TOL)
+    # batch norm: statistics over the whole batch, each sample's own scale and shift
+    xb, wb, bb = _rand(B, 4, 5, seed=3), _rand(B, 4, seed=4), _rand(B, 4, seed=5)
+    mean, var = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    with PerSampleMode([wb, bb], B):
+        got = F.batch_norm(xb, mean.clone(), var.clone(), wb, bb, True, **kw)
+    plain = F.batch_norm(xb, mean.clone(), var.clone(), None, None, True, **kw)
+    want = torch.stack([plain[i] * wb[i][:, None] + bb[i][:, None] for i in range(B)])
+    torch.testing.assert_close(got, want, **TOL)
+
+
+def test_embedding_called_directly_with_the_defaults() -> None:
+    B = 3
+    table = _rand(B, 6, 2)
+    ids = torch.tensor([[0, 5, 5], [1, 2, 3], [4, 4, 0]])
+    with PerSampleMode([table], B):
+        got = F.embedding(ids, table)  # no padding_idx, max_norm, scale_grad_by_freq or sparse given
+    want = torch.stack([F.embedding(ids[i], table[i]) for i in range(B)])
+    assert torch.equal(got, want)  # a lookup: exact
+
+
+def test_embedding_options_without_a_rule_are_blamed_on_the_module() -> None:
+    class Lookup(nn.Module):
+        def forward(self, ids: Tensor, table: Tensor) -> Tensor:
+            return F.embedding(ids, table, max_norm=1.0)
+
+    table, lookup = _rand(2, 5, 3), Lookup()
+    with PerSampleMode([table], 2), pytest.raises(NoBatchedRule) as err:
+        lookup(torch.zeros(2, 3, dtype=torch.long), table)
+    assert str(err.value).startswith("per-sample weights: Embedding with max_norm")
+    assert err.value.op == "embedding" and err.value.module is lookup and err.value.fatal is False
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda x, w, v, k: F.linear(x, w), "linear"),
+        (lambda x, w, v, k: F.conv1d(x[..., None].expand(-1, -1, 3), k), "conv"),
+        (lambda x, w, v, k: F.batch_norm(x, None, None, v, None, True), "batch_norm"),
+        (lambda x, w, v, k: F.layer_norm(x, (2,), v), "layer_norm"),
+        (lambda x, w, v, k: F.group_norm(x, 1, v), "group_norm"),
+        (lambda x, w, v, k: F.embedding(x.long(), w), "embedding"),
+    ],
+    ids=["linear", "conv", "batch_norm", "layer_norm", "group_norm", "embedding"],
+)
+def test_a_wrong_batch_size_names_the_rule(call: object, name: str) -> None:
+    B = 3
+    w = _rand(B, 2, 2)  # a weight matrix (or table) per sample
+    v, k = w[:, 0].clone(), w[..., None].clone()  # a vector and a conv kernel [B, 2, 2, 1] per sample
+    x = _rand(B + 1, 2)  # four rows for three weight sets
+    with PerSampleMode([w, v, k], B), pytest.raises(ValueError) as err:
+        call(x, w, v, k)  # type: ignore[operator]
+    assert str(err.value).startswith(f"per-sample weights: {name} input has 4 rows along dim 0, expected the batch")
+
+
+@pytest.mark.parametrize(("cell", "name"), [(nn.GRU, "gru"), (nn.LSTM, "lstm"), (nn.RNN, "rnn_tanh")])
+def test_a_wrong_batch_size_names_the_recurrent_cell(cell: type[nn.Module], name: str) -> None:
+    rnn = cell(2, 3, batch_first=True).double()
+    params = [p.detach().expand(3, *p.shape).clone() for p in rnn.parameters()]
+    names = [n for n, _ in rnn.named_parameters()]
+    with PerSampleMode(params, 3), pytest.raises(ValueError, match=f"^per-sample weights: {name} input has 4 rows"):
+        torch.func.functional_call(rnn, dict(zip(names, params)), (_rand(4, 5, 2),))
+
+
+def test_metadata_of_a_per_sample_tensor_is_one_samples() -> None:
+    B = 4
+    w = _rand(B, 3, 5)
+    scalar = _rand(B)  # one 0-d value per sample
+    mode = PerSampleMode([w, scalar], B)
+    with mode:
+        assert w.shape == (3, 5) and w.ndim == 2 and w.dim() == 2 and w.ndimension() == 2
+        assert w.size() == (3, 5) and w.size(1) == 5 and w.size(-2) == 3
+        assert w.numel() == 15 and w.nelement() == 15 and len(w) == 3
+        assert w.dtype == torch.float64 and w.is_floating_point() and w.element_size() == 8
+        with pytest.raises(TypeError, match="len\\(\\) of a 0-d tensor"):
+            len(scalar)
+        data = w.data  # read as detach(): itself per-sample, so its shape is one sample's too
+        assert data.shape == (3, 5) and mode.is_ps(data)
+        mode.paused = True  # paused: every call runs as plain torch
+        assert w.shape == (B, 3, 5) and len(w) == B
+        mode.paused = False
+    assert torch.equal(data, w) and not data.requires_grad
+
+
+def test_unsupported_calls_are_blamed_on_the_innermost_module() -> None:
+    def helper(t: Tensor) -> Tensor:  # not a module: the search walks on to the forward that called it
+        return t.mT
+
+    class Reads(nn.Module):
+        def forward(self, t: Tensor) -> Tensor:
+            return t.T
+
+    class ReadsViaHelper(nn.Module):
+        def forward(self, t: Tensor) -> Tensor:
+            return helper(t)
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Reads()
+
+        def forward(self, t: Tensor) -> Tensor:
+            return self.inner.forward(t)  # called directly: the next frame up is Outer's, not inner's __call__
+
+    w = _rand(2, 3, 4)
+    outer, via = Outer(), ReadsViaHelper()
+    with PerSampleMode([w], 2):
+        with pytest.raises(NoBatchedRule) as err:
+            outer(w)
+        assert err.value.module is outer.inner and err.value.op == "T" and not err.value.fatal
+        assert "'T' received a generated tensor in Reads.forward" in str(err.value)
+        with pytest.raises(NoBatchedRule) as err:
+            via(w)
+        assert err.value.module is via
+        assert "'mT' received a generated tensor in ReadsViaHelper.forward" in str(err.value)
+        with pytest.raises(NoBatchedRule) as err:
+            torch.matmul(w, w)  # outside any module
+        assert err.value.module is None and err.value.op == "matmul"
+        assert str(err.value).startswith("per-sample weights: 'matmul' received a generated tensor and has no")
+
+
+class _Scale(nn.Module):
+    """Not a layer type the engine knows: it reads its parameter its own way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.ones(3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.s
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = _Scale()
+        self.t = nn.Parameter(torch.zeros(3))
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin(self.scale(x)) + self.t
+
+
+def test_vmap_modules_keeps_only_the_outermost_unknown_owners() -> None:
+    block = "_Block is not a layer type with batched rules"
+    scale = "_Scale is not a layer type with batched rules"
+    # the whole module is unknown: "" contains everything
+    assert vmap_modules(_Block(), ["t", "scale.s", "lin.weight"]) == {"": block}
+    # a known layer inside an unknown one needs no vmap of its own
+    assert vmap_modules(_Block(), ["lin.weight"]) == {}
+    assert vmap_modules(_Block(), ["scale.s", "lin.weight"]) == {"scale": scale}
+    # "1.scale" lies inside "1"; "10" does not lie inside "1" (a name prefix is not a parent)
+    seq = nn.Sequential(nn.Linear(3, 3), *[_Block() for _ in range(10)])
+    got = vmap_modules(seq, ["0.weight", "1.t", "1.scale.s", "10.scale.s", "10.lin.bias"])
+    assert got == {"1": block, "10.scale": scale}
+    assert vmap_modules(seq, ["1.scale.s", "1.t"]) == {"1": block}  # the order of discovery does not matter
+    assert not supports(seq, ["1.t"]) and supports(seq, ["0.weight", "3.lin.bias"])
