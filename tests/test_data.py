@@ -87,7 +87,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # polled every 50 ms (not 0.5 s), so shutting it down after each test is quick
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -219,7 +220,7 @@ def test_byte_flipped_copy_is_refused_naming_the_file(form: str, tmp_path: Path,
     else:
         images[5000] ^= 0x01  # one pixel value in the body: the IDX header is still valid
         bad = tmp_path / (IMAGES.removesuffix(".gz") if form == "raw" else IMAGES)
-        bad.write_bytes(bytes(images) if form == "raw" else gzip.compress(bytes(images)))
+        bad.write_bytes(bytes(images) if form == "raw" else gzip.compress(bytes(images), compresslevel=1))  # fast
     with pytest.raises(DataError) as err:
         load_mnist("test", tmp_path)
     assert str(bad) in str(err.value)

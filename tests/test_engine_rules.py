@@ -197,3 +197,29 @@ def test_vmap_modules_keeps_only_the_outermost_unknown_owners() -> None:
     assert got == {"1": block, "10.scale": scale}
     assert vmap_modules(seq, ["1.scale.s", "1.t"]) == {"1": block}  # the order of discovery does not matter
     assert not supports(seq, ["1.t"]) and supports(seq, ["0.weight", "3.lin.bias"])
+
+
+@pytest.mark.parametrize(("conv", "dims"), [(F.conv1d, "L"), (F.conv2d, "H, W"), (F.conv3d, "D, H, W")])
+def test_an_unbatched_conv_input_is_refused_with_the_fix(conv: object, dims: str) -> None:
+    spatial = dims.count(",") + 1
+    k = _rand(2, 3, 2, *[1] * spatial)  # [B, C_out, C_in, 1, ...]
+    x = _rand(2, *[4] * spatial)  # [C_in, ...]: one channel axis short of [B, C, ...]
+    with PerSampleMode([k], 2), pytest.raises(ValueError) as err:
+        conv(x, k)  # type: ignore[operator]
+    assert str(err.value) == (
+        f"per-sample weights: conv{spatial}d needs a batched input [B, C, {dims}] with one sample per weight set, "
+        f"got shape {list(x.shape)}; an unbatched input needs x.unsqueeze(0) (and weights [1, P] or [P])"
+    )
+
+
+@pytest.mark.parametrize(("cell", "name"), [(nn.GRU, "gru"), (nn.LSTM, "lstm"), (nn.RNN, "rnn_tanh")])
+def test_a_packed_recurrent_input_has_no_batched_rule(cell: type[nn.Module], name: str) -> None:
+    rnn = cell(2, 3).double()
+    params = [p.detach().expand(2, *p.shape).clone() for p in rnn.parameters()]
+    names = [n for n, _ in rnn.named_parameters()]
+    with PerSampleMode(params, 2), pytest.raises(NoBatchedRule) as err:
+        # a packed sequence reaches the rule as its 2-D data (its batch axis is gone)
+        packed = nn.utils.rnn.pack_padded_sequence(_rand(2, 5, 2), torch.tensor([5, 3]), enforce_sorted=False)
+        torch.func.functional_call(rnn, dict(zip(names, params)), (packed,))
+    assert str(err.value) == "per-sample weights: RNNs need a batched, unpacked 3-D input for the batched rule"
+    assert err.value.op == name and err.value.module is rnn
