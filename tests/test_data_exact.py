@@ -1,13 +1,31 @@
 """Exact checks of the data helpers on hand-made inputs: splits computed by hand, IDX bytes written
-by hand, and the digits' published class counts. No MNIST files, no network: fast enough to run
-for every mutant of `hypernet.data` (see tools/mutation.py)."""
+by hand, the digits' published class counts, and block readers that must end. No MNIST files, no
+network beyond 127.0.0.1: fast enough to run for every mutant of `hypernet.data` (tools/mutation.py)."""
 
 from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from hypernet.data import Dataset, IDXError, load_digits, permuted_tasks, split_tasks, train_test_split
+from hypernet.data import (
+    Checksum,
+    Dataset,
+    IDXError,
+    download,
+    load_digits,
+    permuted_tasks,
+    split_tasks,
+    train_test_split,
+)
+from hypernet.data.download import content_blocks
 from hypernet.data.mnist import parse_idx
 
 # per-class counts of scikit-learn's digits (its documentation lists ~180 per class; these are the
@@ -149,3 +167,63 @@ def test_parse_idx_by_hand() -> None:
 def test_parse_idx_refuses_bad_headers(raw: bytes, message: str) -> None:
     with pytest.raises(IDXError, match=f"^{message}"):
         parse_idx(raw)
+
+
+# -- reading loops end ----------------------------------------------------------------------------
+# Every block reader stops at the end of its input and returns all of it. Each read runs in a
+# watchdog thread, so a reader that never stops (a wrong end-of-file sentinel, a file opened in text
+# mode against a bytes sentinel) fails in seconds instead of hanging the suite. Reading 10 KiB takes
+# microseconds; 20 s only allows for a badly overloaded machine.
+WATCHDOG_S = 20.0
+PAYLOAD = bytes(range(256)) * 40  # 10 KiB, hand-made
+
+
+def _finishes(fn: Callable[[], Any]) -> Any:
+    """`fn()`'s result, failing the test when it does not return within WATCHDOG_S."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(WATCHDOG_S)
+    assert not worker.is_alive(), f"did not finish within {WATCHDOG_S} s (an endless read loop?)"
+    assert out, "raised instead of returning (see the thread's traceback above)"
+    return out[0]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_content_blocks_end_and_return_every_byte(tmp_path: Path, gz: bool) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(gzip.compress(PAYLOAD) if gz else PAYLOAD)
+    blocks = _finishes(lambda: list(content_blocks(path, size=1000)))
+    assert b"".join(blocks) == PAYLOAD and len(blocks) == 11  # ten full blocks of 1000, one of 240
+    expected = hashlib.sha256(PAYLOAD).hexdigest()  # independent: hashlib over the plain bytes
+    assert _finishes(lambda: Checksum("sha256", expected, content=True).of_file(path)) == expected
+    whole = hashlib.sha256(path.read_bytes()).hexdigest()  # the file's own bytes, gzip or not
+    assert _finishes(lambda: Checksum("sha256", whole).of_file(path)) == whole
+
+
+class _Once(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Once)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/f"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_ends_and_writes_every_byte(url: str, tmp_path: Path) -> None:
+    dest = tmp_path / "f"
+    checksum = Checksum("sha256", hashlib.sha256(PAYLOAD).hexdigest())
+    assert _finishes(lambda: download(url, dest, checksum, timeout=5)) == dest
+    assert dest.read_bytes() == PAYLOAD
