@@ -223,3 +223,67 @@ def test_a_packed_recurrent_input_has_no_batched_rule(cell: type[nn.Module], nam
         torch.func.functional_call(rnn, dict(zip(names, params)), (packed,))
     assert str(err.value) == "per-sample weights: RNNs need a batched, unpacked 3-D input for the batched rule"
     assert err.value.op == name and err.value.module is rnn
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_embedding_with_padding_keeps_the_tables_dtype(dtype: torch.dtype) -> None:
+    # the padding row is masked by multiplying with 0/1: exact in every dtype, and the result must
+    # stay in the table's dtype (a float32 mask would promote a float16 table)
+    B = 2
+    table = _rand(B, 5, 3).to(dtype)
+    ids = torch.tensor([[0, 4, 0], [2, 0, 1]])
+    with PerSampleMode([table], B):
+        got = F.embedding(ids, table, padding_idx=0)
+    want = torch.stack([F.embedding(ids[i], table[i], padding_idx=0) for i in range(B)])
+    assert got.dtype == dtype and torch.equal(got, want)  # a lookup: exact
+
+
+def test_embedding_with_padding_stays_on_the_tables_device() -> None:
+    # meta tensors carry shapes only; a mask made on the CPU could not multiply them
+    table = torch.empty(2, 5, 3, device="meta")
+    with PerSampleMode([table], 2):
+        got = F.embedding(torch.zeros(2, 4, dtype=torch.long, device="meta"), table, padding_idx=1)
+    assert got.device.type == "meta" and got.shape == (2, 4, 3)
+
+
+def test_adopted_tensors_are_kept_alive_so_ids_stay_unique() -> None:
+    # the engine recognises per-sample tensors by id(); a derived one (`w.data`) that the caller drops
+    # must stay referenced, or a new tensor could be born at its address and be taken for per-sample
+    w = _rand(2, 3)
+    mode = PerSampleMode([w], 2)
+    with mode:
+        for _ in range(100):
+            w.data  # noqa: B018  (adopted, then dropped here)
+        fresh = [torch.zeros(3) for _ in range(300)]
+        assert not any(mode.is_ps(t) for t in fresh)
+
+
+def _prelu(ctx: PerSampleMode, input: Tensor, weight: Tensor) -> Tensor:
+    w = ctx.batched(weight).reshape(ctx.B, -1, *[1] * (input.ndim - 2))
+    return torch.where(input >= 0, input, w * input)
+
+
+def test_register_and_unregister_a_rule() -> None:
+    from hypernet.batched_ops import known, register_rule, unregister_rule
+
+    x, slope = _rand(2, 3, 4), _rand(2, 3, seed=1)
+    want = torch.stack([F.prelu(x[i : i + 1], slope[i])[0] for i in range(2)])
+    for bad in [(F.prelu, "not callable"), ("not callable", _prelu)]:
+        with pytest.raises(TypeError, match="must be callable"):
+            register_rule(*bad)  # type: ignore[arg-type]
+    register_rule(F.prelu, _prelu, modules=[nn.PReLU, nn.Hardtanh])  # a list of module types
+    try:
+        assert known(nn.PReLU(3)) and known(nn.Hardtanh())
+        with PerSampleMode([slope], 2):
+            torch.testing.assert_close(F.prelu(x, slope), want, **TOL)
+    finally:
+        unregister_rule(F.prelu, [nn.PReLU, nn.Hardtanh])
+    assert not known(nn.PReLU(3)) and not known(nn.Hardtanh())
+    with PerSampleMode([slope], 2), pytest.raises(NoBatchedRule, match="prelu"):
+        F.prelu(x, slope)  # the rule is gone
+    unregister_rule(F.hardtanh, [nn.Hardtanh])  # never registered: nothing to undo, no error
+    register_rule(F.prelu, _prelu, modules=nn.PReLU)  # a single type
+    try:
+        assert known(nn.PReLU(3))
+    finally:
+        unregister_rule(F.prelu, [nn.PReLU])

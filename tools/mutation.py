@@ -158,9 +158,12 @@ def prepare(module: str) -> Path:
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
         # torch starts threads at import; forking mutmut's own pytest process is not safe with them
         'process_isolation = "forkserver"',
-        # a mutant may use (estimated test time + 1 s) * 4 * 2 of CPU time before it counts as a timeout
-        # (mutmut's default multiplier 15 lets an endless loop under the MNIST tests run ~10 minutes)
+        # a mutant may use (estimated test time + 10 s) * 4 * 2 of CPU time before it counts as a timeout:
+        # the 10 s cover starting pytest and collecting the selection in the mutant's process (with
+        # mutmut's 1 s, quick tests timed out during collection), the multiplier 4 (not mutmut's 15)
+        # stops an endless loop under the MNIST tests in minutes rather than ten
         "timeout_multiplier = 4.0",
+        "timeout_constant = 10.0",
         # the one exemption: the message of a `raise` (its text, not whether or what it raises)
         f"do_not_mutate_patterns = {_toml_list(MESSAGE_ONLY)}",
         "",
