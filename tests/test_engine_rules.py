@@ -287,3 +287,42 @@ def test_register_and_unregister_a_rule() -> None:
         assert known(nn.PReLU(3))
     finally:
         unregister_rule(F.prelu, [nn.PReLU])
+
+
+def test_attention_and_its_ancestors_run_under_vmap_as_one() -> None:
+    fused = "MultiheadAttention reads its layers' weights in a fused kernel"
+    seq = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
+    # out_proj is a Linear the engine knows, but attention reads it inside its fused kernel
+    assert vmap_modules(seq, ["0.weight", "1.out_proj.weight"]) == {"1": fused}
+    deep = nn.Sequential(nn.Sequential(nn.MultiheadAttention(4, 2)))
+    assert vmap_modules(deep, ["0.0.out_proj.weight", "0.0.in_proj_weight"]) == {"0.0": fused}
+    # attention's own parameter at the top: an unknown layer, not an ancestor reading a child's
+    assert vmap_modules(nn.MultiheadAttention(4, 2), ["in_proj_weight"]) == {
+        "": "MultiheadAttention is not a layer type with batched rules"
+    }
+
+
+def test_the_no_rule_message_in_full_and_for_unnamed_functions() -> None:
+    from torch.overrides import handle_torch_function
+
+    class Unnamed:  # a callable without __name__, as handle_torch_function may pass one
+        def __call__(self, t: Tensor) -> Tensor:
+            return t
+
+        def __repr__(self) -> str:
+            return "Unnamed()"
+
+    w = _rand(2, 3, 5)
+    with PerSampleMode([w], 2):
+        with pytest.raises(NoBatchedRule) as err:
+            handle_torch_function(Unnamed(), (w,), w)
+        assert err.value.op == "Unnamed()" and str(err.value) == (
+            "per-sample weights: Unnamed() received a generated tensor and has no batched rule (it would broadcast "
+            "over the batch of weight sets); engine='auto' runs such a module under vmap, or teach the engine "
+            "with hn.register_rule"
+        )
+        # a property defined in Python (no __name__ on `property` before Python 3.13)
+        with pytest.raises(NoBatchedRule) as err:
+            w.__cuda_array_interface__  # noqa: B018
+        assert err.value.op in {"__get__", "__cuda_array_interface__"}
+        assert w.size(dim=1) == 5 and w.size(dim=-2) == 3  # the dimension given by keyword
