@@ -14,8 +14,10 @@ Runs use one worker and one thread (`OMP_NUM_THREADS=1`): the machines are small
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -139,6 +141,41 @@ def summarize(module: str, work: Path, mutmut: str, env: dict[str, str], show: b
     return 0
 
 
+def fresh(module: str, work: Path, patterns: list[str], select: list[str]) -> int:
+    """Test each mutant matching `patterns` in a new Python process started with MUTANT_UNDER_TEST set.
+
+    mutmut switches a mutant on per call, in processes that imported the library before; code that
+    runs at import time (a rule built by a factory when the module loads, e.g. `_rnn("gru")`) keeps
+    the original there, so every such mutant "survives". Here the mutant is on from the first import.
+    Prints one verdict per mutant: killed (a test failed) or survived; the run's stored verdicts are
+    left unchanged.
+    """
+    names = []
+    for meta in (work / "mutants").rglob("*.meta"):
+        names += json.loads(meta.read_text())["exit_code_by_key"]
+    chosen = sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": "src"}
+    counts = {"killed": 0, "survived": 0, "timeout": 0}
+    for name in chosen:
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *select]
+        try:
+            code = subprocess.call(
+                cmd,
+                cwd=work / "mutants",
+                env={**env, "MUTANT_UNDER_TEST": name},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+            )
+            verdict = "survived" if code == 0 else "killed"
+        except subprocess.TimeoutExpired:
+            verdict = "timeout"
+        counts[verdict] += 1
+        print(f"{verdict}: {name}", flush=True)
+    print(f"{module} (fresh processes): {len(chosen)} mutants; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def prepare(module: str) -> Path:
     """Create `.mutation/<module>/` with links to the sources and tests and mutmut's settings."""
     globs, tests = MODULES[module]
@@ -191,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MUTANT",
         help="re-test only these mutants (names or globs, e.g. after adding tests), keeping the other verdicts",
     )
+    parser.add_argument(
+        "--fresh",
+        nargs="+",
+        metavar="MUTANT",
+        help="after a run: test these mutants (names or globs) each in a fresh process that has the mutant on "
+        "from import (for code that runs at import time, which mutmut cannot switch), with the module's tests "
+        "or --select",
+    )
+    parser.add_argument(
+        "--select", metavar="ARGS", help="pytest arguments for --fresh, one string (default: the module's)"
+    )
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
     args = parser.parse_args(argv)
@@ -201,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.module is None:
         parser.error("name a module (or --list)")
     work = prepare(args.module)
+    if args.fresh:
+        return fresh(
+            args.module, work, args.fresh, shlex.split(args.select) if args.select else MODULES[args.module][1]
+        )
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if not args.results:
