@@ -326,3 +326,17 @@ def test_the_no_rule_message_in_full_and_for_unnamed_functions() -> None:
             w.__cuda_array_interface__  # noqa: B018
         assert err.value.op in {"__get__", "__cuda_array_interface__"}
         assert w.size(dim=1) == 5 and w.size(dim=-2) == 3  # the dimension given by keyword
+
+
+@pytest.mark.parametrize("conv", [F.conv1d, F.conv2d, F.conv3d])
+def test_conv_called_directly_with_the_defaults(conv: object) -> None:
+    # F.conv*d are builtins: a direct call hands the engine only the arguments given, so the rule's
+    # own defaults (stride 1, padding 0, dilation 1, groups 1) decide the result
+    spatial = [F.conv1d, F.conv2d, F.conv3d].index(conv) + 1  # type: ignore[arg-type]
+    B = 2
+    x = _rand(B, 4, *[5] * spatial)
+    k = _rand(B, 6, 4, *[3] * spatial, seed=1)
+    with PerSampleMode([k], B):
+        got = conv(x, k)  # type: ignore[operator]
+    want = torch.cat([conv(x[i : i + 1], k[i]) for i in range(B)])  # type: ignore[operator]
+    torch.testing.assert_close(got, want, **TOL)
