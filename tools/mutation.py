@@ -150,6 +150,8 @@ def fresh(module: str, work: Path, patterns: list[str], select: list[str]) -> in
     Prints one verdict per mutant: killed (a test failed) or survived; the run's stored verdicts are
     left unchanged.
     """
+    # mutmut copies the tests into mutants/ when a run starts; test the current ones
+    shutil.copytree(ROOT / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
     names = []
     for meta in (work / "mutants").rglob("*.meta"):
         names += json.loads(meta.read_text())["exit_code_by_key"]
