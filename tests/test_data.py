@@ -87,7 +87,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # polled every 50 ms (not 0.5 s), so shutting it down after each test is quick
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -219,7 +220,7 @@ def test_byte_flipped_copy_is_refused_naming_the_file(form: str, tmp_path: Path,
     else:
         images[5000] ^= 0x01  # one pixel value in the body: the IDX header is still valid
         bad = tmp_path / (IMAGES.removesuffix(".gz") if form == "raw" else IMAGES)
-        bad.write_bytes(bytes(images) if form == "raw" else gzip.compress(bytes(images)))
+        bad.write_bytes(bytes(images) if form == "raw" else gzip.compress(bytes(images), compresslevel=1))  # fast
     with pytest.raises(DataError) as err:
         load_mnist("test", tmp_path)
     assert str(bad) in str(err.value)
@@ -307,3 +308,139 @@ def test_absent_shared_data_skips_locally_and_fails_under_ci(tmp_path: Path, mon
     with pytest.raises(pytest.fail.Exception, match="CI=true requires them"):
         need_shared(absent)
     assert need_shared(tmp_path) == tmp_path
+
+
+def test_download_writes_a_part_file_beside_dest_and_passes_the_timeout(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import re
+    import urllib.request
+
+    payload = b"part file test" * 10
+    good = Checksum("sha256", hashlib.sha256(payload).hexdigest())
+    dest = tmp_path / "a" / "b" / "file.bin"  # two missing folders: created with their parents
+    seen: list[list[str]] = []
+    timeouts: list[object] = []
+    real_urlopen = urllib.request.urlopen
+
+    def spy(url: str, *args: object, **kwargs: object) -> object:
+        timeouts.append(kwargs.get("timeout", args[1] if len(args) > 1 else "absent"))
+        seen.append(sorted(os.listdir(dest.parent)))  # while the download is open: the partial file
+        return real_urlopen(url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib.request, "urlopen", spy)
+    _Handler.files = {"/f": payload}
+    _Handler.lie_about_length = set()
+    assert download(f"{server}/f", dest, good, timeout=7.5) == dest and dest.read_bytes() == payload
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert re.fullmatch(r"file\.bin\.[^/]+\.part", seen[0][0]), seen  # beside dest, named after it
+    assert os.listdir(dest.parent) == ["file.bin"]
+    dest.unlink()
+    download(f"{server}/f", dest, good)  # the default timeout
+    assert timeouts == [7.5, 60.0]
+
+
+def test_cache_dir_is_the_platform_user_cache_when_hypernet_data_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from hypernet.data.download import cache_dir
+
+    monkeypatch.delenv("HYPERNET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):  # the XDG rule: $XDG_CACHE_HOME/<app name>
+        assert cache_dir() == tmp_path / "xdg" / "hypernet"
+    assert cache_dir().name == "hypernet" or "hypernet" in cache_dir().parts
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path / "mine"))  # need not exist yet
+    assert cache_dir() == tmp_path / "mine"
+
+
+def _fake_mnist(folder: Path, images: bytes, labels: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files `my-images.gz` / `my-labels` in `folder`, registered as MNIST's test split with
+    checksums computed here by hashlib (so that parsing, not verification, is what is tested)."""
+    import hypernet.data.mnist as mnist
+
+    (folder / "my-images.gz").write_bytes(gzip.compress(images))
+    (folder / "my-labels").write_bytes(labels)
+    files = dict(mnist.FILES)
+    files["test-images"] = ("my-images.gz", Checksum("sha256", hashlib.sha256(images).hexdigest(), content=True))
+    files["test-labels"] = ("my-labels.gz", Checksum("sha256", hashlib.sha256(labels).hexdigest(), content=True))
+    monkeypatch.setattr(mnist, "FILES", files)
+
+
+def test_load_mnist_scales_by_255_and_keeps_the_image_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # two 2x3 images written by hand: pixel bytes 0, 51, 102, 153, 204, 255 are 0, 0.2, ..., 1.0
+    pixels = bytes([0, 51, 102, 153, 204, 255, 255, 204, 153, 102, 51, 0])
+    _fake_mnist(tmp_path, _idx_bytes(pixels, (2, 2, 3)), _idx_bytes(bytes([7, 3]), (2,)), monkeypatch)
+    data = load_mnist(data_dir=tmp_path, download=False)  # the default split is "test"
+    assert data.image_shape == (2, 3) and data.x.shape == (2, 6)
+    assert data.x[0].tolist() == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], abs=1e-7)  # float32 rounding
+    assert data.x[1, 0].item() == 1.0 and data.y.tolist() == [7, 3] and data.y.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (_idx_bytes(bytes(2), (2,)), _idx_bytes(bytes(2), (2,)), r"images \(2,\) and labels \(2,\)"),
+        (_idx_bytes(bytes(8), (2, 2, 2)), _idx_bytes(bytes(2), (2, 1)), r"images \(2, 2, 2\) and labels \(2, 1\) do"),
+        (_idx_bytes(bytes(8), (2, 2, 2)), _idx_bytes(bytes(3), (3,)), r"images \(2, 2, 2\) and labels \(3,\)"),
+    ],
+    ids=["1-D images", "2-D labels", "3 labels for 2 images"],
+)
+def test_mnist_images_and_labels_must_pair_up(
+    images: bytes, labels: bytes, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_mnist(tmp_path, images, labels, monkeypatch)
+    with pytest.raises(IDXError, match=f"MNIST test: {message}"):
+        load_mnist("test", tmp_path)
+
+
+def test_mnist_idx_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good_labels = _idx_bytes(bytes(2), (2,))
+    _fake_mnist(tmp_path, b"\x01\x02\x08\x01", good_labels, monkeypatch)
+    with pytest.raises(IDXError, match="^my-images.gz: bad magic number"):
+        load_mnist("test", tmp_path)
+    _fake_mnist(tmp_path, _idx_bytes(bytes(8), (2, 2, 2)), b"\x00\x00\x08", monkeypatch)
+    with pytest.raises(IDXError, match="^my-labels.gz: bad magic number"):
+        load_mnist("test", tmp_path)
+    bad = tmp_path / "bad-idx"
+    bad.write_bytes(b"\x05\x00\x08\x01")
+    with pytest.raises(IDXError, match=f"^{bad}: bad magic number"):
+        read_idx(bad)
+
+
+def test_check_mnist_verifies_without_loading(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hypernet.data import check_mnist
+
+    assert check_mnist(data_dir=mnist_test_dir) is None  # the default split is "test"
+    assert check_mnist("test", str(mnist_test_dir), download=False) is None
+    with pytest.raises(ValueError, match="split"):
+        check_mnist("validation", mnist_test_dir)
+    # nothing local, downloading on by default: fetched from the (local) mirror into the cache
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path))
+    with pytest.raises(MissingDataError, match=f"not found in {tmp_path} nor {tmp_path / 'mnist'}; downloading is off"):
+        check_mnist(download=False)
+    assert _Handler.requests == []
+    check_mnist()
+    assert sorted(_Handler.requests) == [f"/{IMAGES}", f"/{LABELS}"]
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [IMAGES, LABELS]
+    # a damaged file in the user's own folder is reported
+    (tmp_path / "mine").mkdir()
+    shutil.copy(mnist_test_dir / IMAGES, tmp_path / "mine" / IMAGES)
+    (tmp_path / "mine" / LABELS).write_bytes(gzip.compress(b"not the labels"))
+    with pytest.raises(ChecksumError, match="t10k-labels"):
+        check_mnist("test", tmp_path / "mine")
+
+
+def test_load_mnist_defaults_to_the_test_split_and_downloading(
+    server: str, tmp_path: Path, mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _serve_mnist_test(server, mnist_test_dir, monkeypatch)
+    monkeypatch.setenv("HYPERNET_DATA", str(tmp_path))
+    data = load_mnist()
+    assert len(data) == 10_000 and data.image_shape == (28, 28) and len(_Handler.requests) == 2

@@ -101,6 +101,8 @@ def check_against_loop(
         gi = torch.autograd.grad(loss_i, gen, retain_graph=True)
         ref_wgrads.append(torch.cat([t.flatten() for t in gi]))
         ref_loss_total = ref_loss_total + loss_i
+    # as many outputs as the loop's (an LSTM that lost c_n must not pass by comparing fewer)
+    assert all(len(r) == len(outs) for r in ref_outs), (len(outs), [len(r) for r in ref_outs])
     for k, o in enumerate(outs):
         torch.testing.assert_close(o, torch.cat([r[k] for r in ref_outs]), **TOL)
     torch.testing.assert_close(grads[0], torch.stack(ref_wgrads), **TOL)
@@ -290,6 +292,21 @@ def test_rnn(cell: type[nn.Module], bidirectional: bool, batch_first: bool, bias
     x = _x(5, 6, 3) if batch_first else _x(6, 5, 3)
     split = _rnn_split(batch_first, cell is nn.LSTM)
     check_against_loop(rnn, x, batch_dim=0 if batch_first else 1, split=split)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_elman_rnn(nonlinearity: str, bidirectional: bool) -> None:
+    # Catches: relu and tanh cells swapped, the Elman path's biases or directions mishandled.
+    rnn = nn.RNN(3, 4, num_layers=2, nonlinearity=nonlinearity, batch_first=True, bidirectional=bidirectional)
+    check_against_loop(rnn.double(), _x(5, 6, 3), split=_rnn_split(True, False))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_with_projection(bidirectional: bool) -> None:
+    # Catches: the projection w_hr (proj_size) skipped, which changes h and every later step.
+    rnn = nn.LSTM(3, 4, num_layers=2, proj_size=2, batch_first=True, bidirectional=bidirectional).double()
+    check_against_loop(rnn, _x(5, 6, 3), split=_rnn_split(True, True))
 
 
 @pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM])

@@ -14,8 +14,10 @@ Runs use one worker and one thread (`OMP_NUM_THREADS=1`): the machines are small
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,9 +64,22 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
         ["tests/test_empirical_ntk.py", "tests/test_empirical_ntk_reference.py", "tests/test_kernels.py"],
     ),
-    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py"]),
-    "batched_ops": (["src/hypernet/batched_ops.py"], ["tests/test_engine_layers.py", "tests/test_core_contract.py"]),
-    "data": (["src/hypernet/data/*"], ["tests/test_data.py"]),
+    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py", "-m", "not slow"]),
+    "batched_ops": (
+        ["src/hypernet/batched_ops.py"],
+        [
+            "tests/test_engine_layers.py",
+            "tests/test_engine_rules.py",
+            "tests/test_engine_fallback.py",
+            "tests/test_core_contract.py",
+            "-m",
+            "not slow",
+        ],
+    ),
+    "data": (
+        ["src/hypernet/data/*"],
+        ["tests/test_data.py", "tests/test_data_exact.py", "tests/test_images_functions.py"],
+    ),
 }
 
 
@@ -126,6 +141,43 @@ def summarize(module: str, work: Path, mutmut: str, env: dict[str, str], show: b
     return 0
 
 
+def fresh(module: str, work: Path, patterns: list[str], select: list[str]) -> int:
+    """Test each mutant matching `patterns` in a new Python process started with MUTANT_UNDER_TEST set.
+
+    mutmut switches a mutant on per call, in processes that imported the library before; code that
+    runs at import time (a rule built by a factory when the module loads, e.g. `_rnn("gru")`) keeps
+    the original there, so every such mutant "survives". Here the mutant is on from the first import.
+    Prints one verdict per mutant: killed (a test failed) or survived; the run's stored verdicts are
+    left unchanged.
+    """
+    # mutmut copies the tests into mutants/ when a run starts; test the current ones
+    shutil.copytree(ROOT / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
+    names = []
+    for meta in (work / "mutants").rglob("*.meta"):
+        names += json.loads(meta.read_text())["exit_code_by_key"]
+    chosen = sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": "src"}
+    counts = {"killed": 0, "survived": 0, "timeout": 0}
+    for name in chosen:
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *select]
+        try:
+            code = subprocess.call(
+                cmd,
+                cwd=work / "mutants",
+                env={**env, "MUTANT_UNDER_TEST": name},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+            )
+            verdict = "survived" if code == 0 else "killed"
+        except subprocess.TimeoutExpired:
+            verdict = "timeout"
+        counts[verdict] += 1
+        print(f"{verdict}: {name}", flush=True)
+    print(f"{module} (fresh processes): {len(chosen)} mutants; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def prepare(module: str) -> Path:
     """Create `.mutation/<module>/` with links to the sources and tests and mutmut's settings."""
     globs, tests = MODULES[module]
@@ -145,6 +197,12 @@ def prepare(module: str) -> Path:
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
         # torch starts threads at import; forking mutmut's own pytest process is not safe with them
         'process_isolation = "forkserver"',
+        # a mutant may use (estimated test time + 10 s) * 4 * 2 of CPU time before it counts as a timeout:
+        # the 10 s cover starting pytest and collecting the selection in the mutant's process (with
+        # mutmut's 1 s, quick tests timed out during collection), the multiplier 4 (not mutmut's 15)
+        # stops an endless loop under the MNIST tests in minutes rather than ten
+        "timeout_multiplier = 4.0",
+        "timeout_constant = 10.0",
         # the one exemption: the message of a `raise` (its text, not whether or what it raises)
         f"do_not_mutate_patterns = {_toml_list(MESSAGE_ONLY)}",
         "",
@@ -166,6 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", action="store_true", help="summarize the last run only, do not run")
     parser.add_argument("--keep", action="store_true", help="reuse the mutants and verdicts of the last run")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="MUTANT",
+        help="re-test only these mutants (names or globs, e.g. after adding tests), keeping the other verdicts",
+    )
+    parser.add_argument(
+        "--fresh",
+        nargs="+",
+        metavar="MUTANT",
+        help="after a run: test these mutants (names or globs) each in a fresh process that has the mutant on "
+        "from import (for code that runs at import time, which mutmut cannot switch), with the module's tests "
+        "or --select",
+    )
+    parser.add_argument(
+        "--select", metavar="ARGS", help="pytest arguments for --fresh, one string (default: the module's)"
+    )
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
     args = parser.parse_args(argv)
@@ -176,14 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.module is None:
         parser.error("name a module (or --list)")
     work = prepare(args.module)
+    if args.fresh:
+        return fresh(
+            args.module, work, args.fresh, shlex.split(args.select) if args.select else MODULES[args.module][1]
+        )
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if not args.results:
-        if not args.keep:
+        if not args.keep and not args.only:
             shutil.rmtree(work / "mutants", ignore_errors=True)  # a clean measurement: new mutants, new stats
         # mutmut redraws a progress line many times a second; keep that in a log, not on the terminal
         with open(work / "run.log", "w") as log:
-            code = subprocess.call([mutmut, "run", "--max-children", str(args.children)], cwd=work, env=env, stdout=log)
+            command = [mutmut, "run", "--max-children", str(args.children), *(args.only or [])]
+            code = subprocess.call(command, cwd=work, env=env, stdout=log)
         if code != 0:
             print(f"mutmut run failed ({code}); see {work / 'run.log'}", file=sys.stderr)
             return code
