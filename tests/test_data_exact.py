@@ -108,6 +108,18 @@ def test_split_tasks_refuses_empty_or_shared_groups(groups: list[tuple[int, ...]
         split_tasks(data, data, groups)
 
 
+def test_split_tasks_with_a_class_missing_from_one_split() -> None:
+    # the test split has no 4 (above its largest label): task (3, 4) keeps its 3s, relabelled 0;
+    # a task none of whose classes is in a split is refused by name, not with an index error
+    train, test = _labelled([0, 1, 2, 3, 4]), _labelled([0, 1, 3, 2])
+    tasks = split_tasks(train, test, groups=[(0, 1), (3, 4)])
+    assert tasks.test[1].x[:, 0].tolist() == [2] and tasks.test[1].y.tolist() == [0]
+    with pytest.raises(ValueError, match=r"groups: the test split has no example of the classes \[5, 6\]"):
+        split_tasks(_labelled([5, 6, 0]), _labelled([0, 1]), groups=[(0,), (5, 6)])
+    with pytest.raises(ValueError, match="class labels are >= 0"):
+        split_tasks(train, test, groups=[(0, -1)])
+
+
 def test_permuted_tasks_apply_one_permutation_per_task_to_train_and_test() -> None:
     d = 12
     # every row is 0..d-1 shifted by the row index: column j holds j (+ row), so a permuted row

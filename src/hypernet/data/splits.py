@@ -69,19 +69,28 @@ def split_tasks(
     for g in groups:
         if not g or seen & set(g):
             raise ValueError(f"groups: each task needs classes of its own, got {list(map(list, groups))}")
+        if min(g) < 0:
+            raise ValueError(f"groups: class labels are >= 0, got {list(map(list, groups))}")
         seen |= set(g)
 
-    def pick(data: Dataset, classes: Sequence[int]) -> Dataset:
+    def pick(data: Dataset, classes: Sequence[int], split: str) -> Dataset:
         mask = torch.zeros_like(data.y, dtype=torch.bool)
-        relabel = torch.full((int(data.y.max()) + 1,), -1, dtype=torch.long)
+        # sized for the labels present and the classes asked for: a class absent from this split is
+        # no index error, and a task left with no example at all is refused below by name
+        size = max(int(data.y.max()) if len(data.y) else -1, max(classes)) + 1
+        relabel = torch.full((size,), -1, dtype=torch.long)
         for i, c in enumerate(classes):
             mask |= data.y == c
             relabel[c] = i
+        if not bool(mask.any()):
+            raise ValueError(f"groups: the {split} split has no example of the classes {list(classes)}")
         part = data.subset(torch.nonzero(mask).flatten())
         return Dataset(part.x, relabel[part.y], data.image_shape)
 
     return TaskSet(
-        [pick(train, g) for g in groups], [pick(test, g) for g in groups], [tuple(int(c) for c in g) for g in groups]
+        [pick(train, g, "training") for g in groups],
+        [pick(test, g, "test") for g in groups],
+        [tuple(int(c) for c in g) for g in groups],
     )
 
 
