@@ -192,3 +192,15 @@ def test_quick_experiment_members_differ_and_are_unsure_out_of_distribution(tmp_
     assert hyper["entropy_heldout"] >= 1.5 * hyper["entropy_test"]
     # parameter counts as stated: the ensemble is five of the single network
     assert models["deep-ensemble"]["trainable_parameters"] == 5 * models["single"]["trainable_parameters"]
+
+
+def test_bad_input_names_the_argument() -> None:
+    model = _bayes()
+    with pytest.raises(ValueError, match=r"weights: expected \[K, 43\]"):
+        model.ensemble_logits(torch.randn(2, 6), torch.randn(3, 42))
+    with pytest.raises(ValueError, match="labels"):
+        cal.expected_calibration_error(torch.rand(4, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="member_probs"):
+        cal.mean_pairwise_disagreement(torch.rand(1, 4, 3))
+    with pytest.raises(ValueError, match="kl_weight"):
+        BayesianHyperNetwork(model.target, kl_weight=-1.0)
