@@ -316,7 +316,12 @@ def run(cfg: UncertaintyConfig, ctx: RunContext) -> dict[str, Any]:
         "criteria": criteria,
         "seeds": [ctx.seed + s for s in range(cfg.seeds)],
         "data": cfg.data,
-        "train_images": len(load_splits(cfg, ctx.seed).y_train),
+    }
+    data = load_splits(cfg, ctx.seed)
+    summary["images"] = {
+        "train": len(data.y_train),
+        "test": len(data.y_test),
+        **{k: len(v) for k, v in data.ood.items()},
     }
     _figures(ctx, models, first)
     return summary
