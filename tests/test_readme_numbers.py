@@ -455,3 +455,87 @@ def test_hyperparameter_sweep_numbers() -> None:
     wall = re.search(r"`, ([\d,.]+) s wall", text)
     assert wall is not None
     _check(wall[1], results["seconds"], "hyperparameter-sweep wall time")
+
+
+UNCERTAINTY_LABELS = {
+    "single network": "single",
+    "MC dropout": "mc-dropout",
+    "deep ensemble": "deep-ensemble",
+    "hypernetwork": "hypernet",
+}
+UNCERTAINTY_COLUMNS = ("accuracy", "nll", "ece", "auroc_heldout", "auroc_rotated")
+
+
+def _mean_sd(cell: str, mean: float, sd: float, what: str, scale: float = 1.0) -> None:
+    """A README cell "98.40 ± 0.10" against a mean and sd (times `scale`, e.g. 100 for %)."""
+    m, s = (c.strip() for c in cell.split("±"))
+    _check(m.replace("−", "-").lstrip("+"), scale * mean, what + " mean")
+    _check(s, scale * sd, what + " sd")
+
+
+def test_uncertainty_tables_are_uncertainty_json() -> None:
+    results = _results("uncertainty")
+    assert results["command"].split()[:3] == ["hypernet", "run", "uncertainty"]
+    section = _section("### Uncertainty: `uncertainty`")
+    assert results["command"] in section.replace("\n", " ")
+    summary = results["summary"]
+    models = summary["models"]
+    rows = _table(section, "method")
+    assert sorted(UNCERTAINTY_LABELS[r[0]] for r in rows) == sorted(models)
+    for label, *cells, params, seconds in rows:
+        res = models[UNCERTAINTY_LABELS[label]]
+        for key, cell in zip(UNCERTAINTY_COLUMNS, cells, strict=True):
+            _mean_sd(
+                cell, res[key], res[key + "_std"], f"uncertainty {label} {key}", 100.0 if key == "accuracy" else 1.0
+            )
+        _check(params, res["trainable_parameters"], f"uncertainty {label} parameters")
+        _mean_sd(seconds, res["train_seconds"], res["train_seconds_std"], f"uncertainty {label} training seconds")
+    gap = _table(section, "difference")
+    assert len(gap) == 1 and len(gap[0]) == 1 + len(UNCERTAINTY_COLUMNS)
+    for key, cell in zip(UNCERTAINTY_COLUMNS, gap[0][1:], strict=True):
+        g = summary["gap_hypernet_minus_ensemble"][key]
+        _mean_sd(cell, g["mean"], g["std"], f"uncertainty gap {key}", 100.0 if key == "accuracy" else 1.0)
+    verdicts = re.search(
+        r"AUROC on digits 5–9 (reached|not reached), AUROC on rotated digits (reached|not reached), "
+        r"ECE (reached|not reached)",
+        section.replace("\n", " "),
+    )
+    assert verdicts is not None, "README: the verdict sentence on the issue's bar against MC dropout"
+    crit = summary["criteria"]
+    flags = [
+        crit["auroc_heldout_at_least_mc_dropout"],
+        crit["auroc_rotated_at_least_mc_dropout"],
+        crit["ece_at_most_mc_dropout"],
+    ]
+    assert [v == "reached" for v in verdicts.groups()] == flags
+    wall = re.search(r"([\d,]+) s wall", section)
+    assert wall is not None and int(wall[1].replace(",", "")) == round(results["seconds"])
+    setup = re.search(r"(\d+) seeds", section)
+    assert setup is not None and int(setup[1]) == results["config"]["seeds"] == len(summary["seeds"])
+    text = section.replace("\n", " ")
+    images = re.search(
+        r"all ([\d,]+) training images.*?on the ([\d,]+) test digits 0–4.*?the ([\d,]+) test digits 5–9", text
+    )
+    assert images is not None
+    counts = [int(v.replace(",", "")) for v in images.groups()]
+    assert counts == [summary["images"][k] for k in ("train", "test", "heldout")]
+    cfg = results["config"]
+    assert f"`β = {cfg['kl_weight']:g}`" in text and f"dropout rate {cfg['dropout']:g}" in text
+    assert f"{cfg['steps']:,} Adam steps" in text and f"of {cfg['batch_size']} images" in text
+    assert f"`K = {cfg['train_members']}`" in text and f"draws {cfg['eval_members']} members" in text
+    spread = re.search(
+        r"disagreement is (\d+(?:\.\d+)?) on the test digits and (\d+(?:\.\d+)?) on digits 5–9, "
+        r"where the deep ensemble's is (\d+(?:\.\d+)?)",
+        text,
+    )
+    assert spread is not None
+    hyper, ens = models["hypernet"], models["deep-ensemble"]
+    _check(spread[1], hyper["disagreement_test"], "uncertainty disagreement on test digits")
+    _check(spread[2], hyper["disagreement_heldout"], "uncertainty disagreement on digits 5-9")
+    _check(spread[3], ens["disagreement_heldout"], "uncertainty ensemble disagreement on digits 5-9")
+    best = re.search(r"seed 2 reaches (\d+(?:\.\d+)?) on digits 5–9", text)
+    assert best is not None and summary["seeds"][2] == 2
+    _check(best[1], hyper["seeds"][2]["auroc_heldout"], "uncertainty seed 2 AUROC")
+    ratio = re.search(r"has (\d+) times the trainable parameters", text)
+    assert ratio is not None
+    _check(ratio[1], hyper["trainable_parameters"] / models["single"]["trainable_parameters"], "parameter ratio")

@@ -15,6 +15,7 @@ from hypernet.experiments import (  # noqa: E402, F401  # isort: skip
     rotation_widths,
     split_digits,
     transfer,
+    uncertainty,
 )
 
 __all__ = ["EXPERIMENTS", "Experiment", "RunContext", "get", "register"]

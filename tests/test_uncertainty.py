@@ -1,0 +1,206 @@
+"""Uncertainty: the calibration and OOD metrics against hand computations and scikit-learn, the
+implicit-posterior hypernetwork's parts against direct computations, and the `uncertainty`
+experiment in `--quick` mode (scikit-learn digits, offline): its ensemble's members differ and are
+less sure on digits of classes never trained on."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+import hypernet as hn
+from hypernet.cli import main
+from hypernet.methods import calibration as cal
+from hypernet.methods.bayesian import BayesianHyperNetwork, knn_entropy, prior_std
+
+# --- metrics on hand-made examples ---
+
+
+def test_ece_and_bins_by_hand() -> None:
+    # 5 bins (b/5, (b+1)/5]; float64 so that the confidences 0.6 and 0.8 sit exactly on bin edges
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.6, 0.4]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 0])
+    bins = cal.reliability_bins(probs, labels, bins=5)
+    # 0.9 -> bin 4 (right); 0.7 (wrong) and 0.8 (right, on the edge: right-closed) -> bin 3; 0.6 -> bin 2
+    assert bins.counts == [0, 0, 1, 2, 1]
+    assert bins.accuracy[2:] == [1.0, 0.5, 1.0] and math.isnan(bins.accuracy[0])
+    assert bins.confidence[2:] == pytest.approx([0.6, 0.75, 0.9], abs=1e-12)
+    # 1/4 |1 - 0.6| + 2/4 |0.5 - 0.75| + 1/4 |1 - 0.9| = 0.1 + 0.125 + 0.025
+    assert cal.expected_calibration_error(probs, labels, bins=5) == pytest.approx(0.25, abs=1e-12)
+    # a perfectly calibrated case: confidence 0.75, right on 3 of 4 inputs
+    sure = torch.tensor([[0.75, 0.25]] * 4, dtype=torch.float64)
+    assert cal.expected_calibration_error(sure, torch.tensor([0, 0, 0, 1]), bins=10) == pytest.approx(0.0, abs=1e-12)
+
+
+def _ece_loop(probs: list[list[float]], labels: list[int], bins: int) -> float:
+    """ECE as the definition reads, in plain Python: an independent implementation."""
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [
+            (max(p), int(p.index(max(p)) == y))
+            for p, y in zip(probs, labels)
+            if (lo < max(p) <= hi) or (b == 0 and max(p) == 0.0)
+        ]
+        if members:
+            conf = sum(c for c, _ in members) / len(members)
+            acc = sum(a for _, a in members) / len(members)
+            total += len(members) / len(probs) * abs(acc - conf)
+    return total
+
+
+def test_ece_matches_a_plain_loop_on_random_predictions() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(500, 4, generator=g, dtype=torch.float64), -1)
+    labels = torch.randint(4, (500,), generator=g)
+    for bins in (1, 7, 15):
+        expected = _ece_loop(probs.tolist(), labels.tolist(), bins)
+        # float64 sums in a different order: agreement to rounding (1e-12 is ~1e4 ulps at this size)
+        assert cal.expected_calibration_error(probs, labels, bins) == pytest.approx(expected, abs=1e-12)
+
+
+def _auroc_pairs(neg: list[float], pos: list[float]) -> float:
+    """P(pos > neg) + 1/2 P(pos = neg) over all pairs: the definition, by a double loop."""
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_by_hand_and_edge_cases() -> None:
+    neg = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    pos = torch.tensor([0.8, 0.9, 0.4])
+    # 0.8: 3 wins + 1 tie; 0.9: 4 wins; 0.4: 2 wins + 1 tie -> (3.5 + 4 + 2.5) / 12
+    assert cal.auroc(neg, pos) == pytest.approx(10 / 12, abs=1e-12)
+    assert cal.auroc(torch.zeros(5), torch.zeros(3)) == 0.5  # every pair tied
+    assert cal.auroc(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 1.0
+    assert cal.auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 0.0
+    with pytest.raises(ValueError, match="scores_in, scores_out"):
+        cal.auroc(torch.zeros(0), torch.zeros(3))
+
+
+def test_auroc_matches_sklearn_and_pairs_with_many_ties() -> None:
+    g = torch.Generator().manual_seed(1)
+    for n_neg, n_pos, levels in ((50, 30, 5), (200, 7, 40), (13, 90, 1000)):
+        # integer-valued scores: many ties, which the rank formula must count as one half
+        neg = torch.randint(levels, (n_neg,), generator=g).double()
+        pos = (torch.randint(levels, (n_pos,), generator=g) + levels // 4).double()
+        got = cal.auroc(neg, pos)
+        reference = roc_auc_score([0] * n_neg + [1] * n_pos, torch.cat([neg, pos]).tolist())
+        # rank sums of at most ~300 small integers are exact in float64: agreement to rounding
+        assert got == pytest.approx(reference, abs=1e-12)
+        assert got == pytest.approx(_auroc_pairs(neg.tolist(), pos.tolist()), abs=1e-12)
+
+
+def test_nll_entropy_disagreement_by_hand() -> None:
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    assert cal.nll(probs, torch.tensor([0, 2])) == pytest.approx((math.log(2) + math.log(2)) / 2)
+    ent = cal.entropy_of_probs(probs)
+    assert ent[0] == pytest.approx(math.log(2))  # 0 log 0 counts as 0
+    assert ent[1] == pytest.approx(-(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5)))
+    # three members' predicted classes on four inputs: [0, 1, 1, 2], [0, 1, 2, 2], [1, 1, 2, 0]
+    preds = torch.tensor([[0, 1, 1, 2], [0, 1, 2, 2], [1, 1, 2, 0]])
+    member_probs = torch.nn.functional.one_hot(preds, 3).double()
+    # pairs (1,2): 1/4, (1,3): 3/4, (2,3): 2/4 -> mean 1/2
+    assert cal.mean_pairwise_disagreement(member_probs) == pytest.approx(0.5)
+    same = member_probs[:1].expand(4, -1, -1)
+    assert cal.mean_pairwise_disagreement(same) == 0.0
+
+
+# --- the implicit posterior's parts ---
+
+
+def _bayes(seed: int = 0) -> BayesianHyperNetwork:
+    torch.manual_seed(seed)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)))
+    return BayesianHyperNetwork(target, noise_dim=3, hidden=(8,), prior_scale=2.0, kl_weight=0.5)
+
+
+def test_knn_entropy_matches_a_loop() -> None:
+    x = torch.randn(7, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    logs = []
+    for i in range(7):
+        dists = [math.dist(x[i].tolist(), x[j].tolist()) for j in range(7) if j != i]
+        logs.append(math.log(min(dists)))
+    # (d / K) sum_i log rho_i; float64 throughout, so agreement to rounding
+    assert float(knn_entropy(x)) == pytest.approx(40 / 7 * sum(logs), rel=1e-12)
+    # spreading the samples by a factor s raises the estimate by d log s (the entropy's scaling law)
+    assert float(knn_entropy(3 * x) - knn_entropy(x)) == pytest.approx(40 * math.log(3), rel=1e-12)
+    with pytest.raises(ValueError, match="samples"):
+        knn_entropy(x[:1])
+
+
+def test_ensemble_is_one_call_equal_to_each_member_alone() -> None:
+    model = _bayes()
+    x = torch.randn(5, 6)
+    weights = model.sample_weights(4, torch.Generator().manual_seed(3))
+    logits = model.ensemble_logits(x, weights)
+    assert logits.shape == (4, 5, 3)
+    for k in range(4):
+        # a plain module with member k's weights baked in: an independent path; float32 matmuls in
+        # another order agree to ~1e-6 at these sizes
+        torch.testing.assert_close(logits[k], model.target.materialize(weights[k])(x), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits[0], logits[1])  # different noise, different members
+
+
+def test_prior_and_loss_parts_by_hand() -> None:
+    model = _bayes()
+    weights = model.sample_weights(3, torch.Generator().manual_seed(4))
+    # by hand from the named tensors: sd = prior_scale / sqrt(fan_in) for a weight, prior_scale for a bias
+    parts = model.target.spec.unflatten(weights)
+    expected = torch.zeros(3)
+    for name, t in parts.items():
+        sd = 2.0 / math.sqrt(t.shape[-1]) if name.endswith("weight") else 2.0
+        expected += 0.5 * (t / sd).pow(2).flatten(1).sum(-1)
+    torch.testing.assert_close(model.neg_log_prior(weights), expected, atol=1e-5, rtol=1e-5)
+    assert prior_std(model.target.spec, 2.0)[:24].unique().tolist() == pytest.approx([2.0 / math.sqrt(6)])
+    # the loss is its parts put together as the docstring says: nll + beta (prior - entropy)
+    x, y = torch.randn(8, 6), torch.randint(3, (8,))
+    loss, parts_logged = model.loss(x, y, num_data=100, num=3, generator=torch.Generator().manual_seed(5))
+    combined = parts_logged["nll"] + 0.5 * (parts_logged["prior"] - parts_logged["entropy"])
+    assert float(loss.detach()) == pytest.approx(combined, rel=1e-5)
+    with pytest.raises(ValueError, match="num"):
+        model.loss(x, y, num_data=100, num=1)
+
+
+# --- the experiment, --quick (digits) ---
+
+# Floor of the members' mean pairwise disagreement on the held-out digits 5-9 (~450 images): members
+# that ignore their noise disagree on none (0); 0.02 asks that two members differ, on average, on at
+# least ~9 of those images, far above one image's 0.002. The quick run gives about 0.1.
+DISAGREEMENT_FLOOR = 0.02
+
+
+def test_quick_experiment_members_differ_and_are_unsure_out_of_distribution(tmp_path: Path) -> None:
+    out = tmp_path / "unc"
+    args = ["run", "uncertainty", "--quick", "--set", "seeds=1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "uncertainty" and results["quick"] is True
+    assert (out / "figures" / "uncertainty-reliability.png").is_file()
+    assert (out / "figures" / "uncertainty-entropy.png").is_file()
+    models = results["summary"]["models"]
+    assert sorted(models) == ["deep-ensemble", "hypernet", "mc-dropout", "single"]
+    hyper = models["hypernet"]
+    assert hyper["members"] == 20 and hyper["accuracy"] > 0.9  # it learned digits 0-4
+    assert hyper["disagreement_heldout"] > DISAGREEMENT_FLOOR
+    # the issue's check: predictive entropy on OOD inputs (classes never trained on) >= 1.5x on test inputs
+    assert hyper["entropy_heldout"] >= 1.5 * hyper["entropy_test"]
+    # parameter counts as stated: the ensemble is five of the single network
+    assert models["deep-ensemble"]["trainable_parameters"] == 5 * models["single"]["trainable_parameters"]
+
+
+def test_bad_input_names_the_argument() -> None:
+    model = _bayes()
+    with pytest.raises(ValueError, match=r"weights: expected \[K, 43\]"):
+        model.ensemble_logits(torch.randn(2, 6), torch.randn(3, 42))
+    with pytest.raises(ValueError, match="labels"):
+        cal.expected_calibration_error(torch.rand(4, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="member_probs"):
+        cal.mean_pairwise_disagreement(torch.rand(1, 4, 3))
+    with pytest.raises(ValueError, match="kl_weight"):
+        BayesianHyperNetwork(model.target, kl_weight=-1.0)
