@@ -106,5 +106,7 @@ def test_image_functions_of_non_square_float64_images() -> None:
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     torch.manual_seed(5)
     assert torch.equal(funcs.sample(idx, 7)[0], a[0])
-    with pytest.raises(ValueError, match="images"):
-        ImageFunctions(torch.rand(1, 2, 3, 4))
+    # [N, H, W] and [N, C, H, W] are images; anything else is refused by name
+    for bad in (torch.rand(2, 3), torch.rand(1, 2, 3, 4, 5)):
+        with pytest.raises(ValueError, match=r"images: expected \[N, H, W\] or \[N, C, H, W\]"):
+            ImageFunctions(bad)
