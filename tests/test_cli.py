@@ -116,6 +116,10 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["run", "split-digits", "--set", "test_fraction=-inf"], "--set test_fraction=-inf: expected float"),
         (["run", "split-digits", "--set", "test_fraction=2"], "--set test_fraction=2: expected in (0, 1)"),
         (
+            ["run", "uncertainty", "--set", "hyper_hidden=4,,4"],
+            "--set hyper_hidden=4,,4: an empty item in the list; expected ints, comma-separated",
+        ),
+        (
             ["run", "rotation-widths", "--set", "n_f_values=(800,x)"],
             "--set n_f_values=(800,x): expected ints, comma-separated, e.g. 800 or 50,200",
         ),

@@ -120,6 +120,18 @@ def _bayes(seed: int = 0) -> BayesianHyperNetwork:
     return BayesianHyperNetwork(target, noise_dim=3, hidden=(8,), prior_scale=2.0, kl_weight=0.5)
 
 
+def test_knn_entropy_is_finite_when_draws_coincide() -> None:
+    # a collapsed generator (all draws equal) must not give -inf: the loss would be infinite at step 1
+    z = torch.zeros(3, 5, dtype=torch.float64, requires_grad=True)
+    e = knn_entropy(z)
+    e.backward()
+    assert torch.isfinite(e) and torch.isfinite(z.grad).all()
+    # the floor only touches coinciding draws: distinct ones keep the plain value (distance 1 -> log 1 = 0)
+    assert float(knn_entropy(torch.eye(3, dtype=torch.float64) / 2**0.5)) == pytest.approx(
+        0.0, abs=1e-12
+    )  # rounding of (1/sqrt 2)^2 * 2
+
+
 def test_knn_entropy_matches_a_loop() -> None:
     x = torch.randn(7, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     logs = []

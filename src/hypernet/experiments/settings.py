@@ -168,7 +168,10 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
     item = _item_type(tp)
     if item is not None:
         # `800`, `50,200`, `(50, 200)` and `[50,200]` all mean the same; an empty value is ()
-        parts = [p.strip() for p in raw.strip().strip("()[]").split(",") if p.strip()]
+        inner = raw.strip().strip("()[]").strip()
+        parts = [p.strip() for p in inner.split(",")] if inner else []
+        if "" in parts:  # `4,,4` or `4,` is a typo, not the tuple (4, 4)
+            raise ConfigError(f"--set {key}={raw}: an empty item in the list; expected {type_text(tp)}")
         try:
             return tuple(_scalar(part, item) for part in parts)
         except ValueError:

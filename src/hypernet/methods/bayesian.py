@@ -71,7 +71,10 @@ def knn_entropy(samples: Tensor) -> Tensor:
     diff = samples.unsqueeze(0) - samples.unsqueeze(1)  # [K, K, d]
     sq = diff.pow(2).sum(-1)
     sq = sq + torch.diag(torch.full((k,), float("inf"), dtype=sq.dtype, device=sq.device))
-    nearest = sq.min(dim=1).values  # [K]
+    # two coinciding draws (a collapsed or tiny generator) would give log 0 = -inf and an infinite
+    # loss: the distance is floored at the dtype's resolution instead, so the entropy term pushes
+    # the draws apart with a finite gradient
+    nearest = sq.min(dim=1).values.clamp_min(torch.finfo(sq.dtype).tiny)  # [K]
     return 0.5 * d * torch.log(nearest).mean()
 
 
