@@ -243,6 +243,10 @@ def test_out_folder_that_is_not_a_run_is_refused_and_untouched(tmp_path: Path) -
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
     (tmp_path / "file").write_text("x")
     assert main(["run", "split-digits", "--out", str(tmp_path / "file")]) == 2
+    # a folder below a file cannot be created: refused before anything runs, naming the file
+    res = _cli("run", "split-digits", "--quick", "--out", str(tmp_path / "file" / "sub"))
+    assert res.returncode == 2 and f"{tmp_path / 'file'} is a file" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_run_folders_of_runs_started_together_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

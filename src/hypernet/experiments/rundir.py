@@ -44,6 +44,13 @@ def check_out(out: Path, experiment: str, resume: bool) -> dict[str, Any] | None
     """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: is a file, not a folder")
+    if not out.exists():
+        # the folder will be created: its nearest existing ancestor must be a folder we can write in
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise RunDirError(f"--out {out}: {parent} is a file, so the folder cannot be created there")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunDirError(f"--out {out}: no permission to create a folder in {parent}")
     is_run = (out / "config.json").exists()
     if resume:
         if not is_run:
@@ -82,7 +89,10 @@ def claim(out: Path, meta: dict[str, Any]) -> None:
     The file is written in full to a temporary name, then hard-linked into place: a link never
     replaces an existing file, and the config is never seen half-written.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     fd, tmp_name = tempfile.mkstemp(prefix=".config.json.", suffix=".tmp", dir=out)
     tmp = Path(tmp_name)
     try:
