@@ -59,3 +59,18 @@ def test_rotation_widths_runs(tmp_path: Path, mnist_test_dir: Path, monkeypatch:
     assert len(summary["runs"]) == 4
     assert all(0.0 <= r["test_error"] <= 1.0 for r in summary["runs"].values())
     assert (tmp_path / "rw" / "figures" / "rotation_test_error.png").exists()
+
+
+def test_phase_timer_keeps_a_finished_phase_time_across_a_resume(tmp_path: Path) -> None:
+    import time
+
+    from hypernet.experiments.registry import PhaseTimer, RunContext
+
+    ctx = RunContext(out=tmp_path)
+    first = PhaseTimer(ctx).train(ctx, "a", lambda: time.sleep(0.05))
+    assert first >= 0.05
+    # a resumed run calls the finished phase again (it loads its checkpoint): the time stays
+    again = PhaseTimer(ctx).train(ctx, "a", lambda: time.sleep(0.2))
+    assert again == first
+    # a phase not finished before is timed by the call that finishes it
+    assert PhaseTimer(ctx).train(ctx, "b", lambda: time.sleep(0.1)) >= 0.1

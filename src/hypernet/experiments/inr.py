@@ -35,7 +35,7 @@ import hypernet as hn
 from hypernet.data import MNIST_SIZES, check_mnist, load_digits, load_mnist
 from hypernet.data.images import ImageFunctions, sample_image_patches, upsampled_coordinates
 from hypernet.experiments.inr_figures import learning_curves, reconstruction_grid, super_resolution_figure
-from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.registry import PhaseTimer, RunContext, register
 from hypernet.experiments.settings import Relation, setting
 from hypernet.methods.inr import (
     EmbeddingINR,
@@ -178,7 +178,8 @@ def _psnr_of(model: nn.Module, images: Tensor) -> Tensor:
 def _train(
     ctx: RunContext, cfg: InrConfig, name: str, model: nn.Module, train: Tensor, test: Tensor, steps: int, seed: int
 ) -> float:
-    """Train `model` to reconstruct `train` from random pixels; returns the seconds it took."""
+    """Train `model` to reconstruct `train` from random pixels; returns the seconds it took (over a
+    killed run and its resume: the time is kept in the run folder)."""
     funcs = ImageFunctions(train)
     pixels = min(cfg.pixels, funcs.height * funcs.width)
     probe = test[:100]
@@ -200,9 +201,10 @@ def _train(
         checkpoint_every=cfg.checkpoint_every,
         log_every=max(1, cfg.eval_every // 5),
     )
-    start = time.perf_counter()
-    ctx.train(name, model, model.parameters(), step, config, evaluate, torch.Generator().manual_seed(seed))
-    return time.perf_counter() - start
+    generator = torch.Generator().manual_seed(seed)
+    return PhaseTimer(ctx).train(
+        ctx, name, lambda: ctx.train(name, model, model.parameters(), step, config, evaluate, generator)
+    )
 
 
 def _fit_per_image(cfg: InrConfig, images: Tensor, seed: int) -> tuple[nn.Module, Tensor, float]:

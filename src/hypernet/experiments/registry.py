@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,3 +184,28 @@ def get(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; `hypernet list` shows {', '.join(sorted(EXPERIMENTS))}")
     return EXPERIMENTS[name]
+
+
+class PhaseTimer:
+    """Training seconds per named phase, kept in `train_seconds.json` in the run folder. A phase that
+    had finished keeps its time when a resumed run calls it again (only to load its last checkpoint),
+    so resuming a finished run changes no timing; a phase killed midway is timed by the attempt that
+    finishes it (the killed attempt's seconds are not known)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.path = ctx.out / "train_seconds.json"
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds: dict[str, float] = dict(saved.get("seconds", {}))
+        self.done: set[str] = set(saved.get("done", []))
+
+    def train(self, ctx: RunContext, phase: str, run: Callable[[], None]) -> float:
+        """Run `run()` (the phase's training) and return the phase's training seconds."""
+        start = time.perf_counter()
+        run()
+        if phase not in self.done:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            self.done.add(phase)
+            if distributed.is_main():
+                state = {"seconds": self.seconds, "done": sorted(self.done)}
+                atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
+        return self.seconds[phase]

@@ -15,9 +15,7 @@ MNIST (`--data-dir`: the training split for training, the test split for every e
 
 from __future__ import annotations
 
-import json
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,9 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hypernet as hn
-from hypernet.atomic import write_json
 from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
-from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.registry import PhaseTimer, RunContext, register
 from hypernet.experiments.settings import setting
 from hypernet.methods import calibration as cal
 from hypernet.methods.bayesian import BayesianHyperNetwork
@@ -111,21 +108,6 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class Timer:
-    """Training seconds per phase, kept in the run folder so that a resumed run adds to them."""
-
-    def __init__(self, ctx: RunContext) -> None:
-        self.path = ctx.out / "train_seconds.json"
-        self.seconds: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def train(self, ctx: RunContext, phase: str, run: Callable[[], None]) -> float:
-        start = time.perf_counter()
-        run()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-        write_json(self.path, self.seconds)
-        return self.seconds[phase]
-
-
 @torch.no_grad()
 def _member_probs(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 2500) -> Tensor:
     """`fn(x) -> logits [K, B, C]` in chunks of inputs: probabilities `[K, N, C]`."""
@@ -169,7 +151,7 @@ def _batches(
 
 
 def run_seed(
-    cfg: UncertaintyConfig, ctx: RunContext, seed: int, timer: Timer
+    cfg: UncertaintyConfig, ctx: RunContext, seed: int, timer: PhaseTimer
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Train and evaluate every method for one seed: its metrics, and its entropies (for the figure)."""
     data = load_splits(cfg, seed)
@@ -291,7 +273,7 @@ def paired_gap(runs: list[dict[str, Any]], a: str, b: str, key: str) -> dict[str
     prepare=lambda cfg: _prepare(cfg),
 )
 def run(cfg: UncertaintyConfig, ctx: RunContext) -> dict[str, Any]:
-    timer = Timer(ctx)
+    timer = PhaseTimer(ctx)
     runs = []
     first: dict[str, dict[str, np.ndarray]] = {}
     for s in range(cfg.seeds):
