@@ -166,6 +166,12 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
     world = max(env, nproc)
     if world > 1 and not exp.distributed:
         raise UsageError(f"--nproc {world}: {exp.name} does not train through the training loop; run it in one process")
+    smallest = exp.smallest_batch(config) if exp.smallest_batch is not None and world > 1 else world
+    if smallest < world:
+        raise UsageError(
+            f"--nproc {world}: batch_size: a batch of {smallest} sample(s) cannot be shared by {world} processes; "
+            f"use a batch size of at least {world}"
+        )
     batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
     if batch % world:
         raise UsageError(

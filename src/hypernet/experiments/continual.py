@@ -236,6 +236,11 @@ CAPTIONS = {
 }
 
 
+def _smallest_batch(cfg: ContinualConfig, num_tasks: int) -> int:
+    """The smallest batch the harness shards: a task's batch, or the joint learner's (one part per task)."""
+    return min(cfg.batch_size, max(1, cfg.batch_size // num_tasks) * num_tasks)
+
+
 @register(
     "split-mnist",
     "continual learning on split MNIST (5 tasks of 2 digits): hypernetwork vs EWC, SI, fine-tuning, ...",
@@ -245,6 +250,7 @@ CAPTIONS = {
     captions=CAPTIONS,
     prepare=lambda cfg: _check_data(cfg),
     distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
+    smallest_batch=lambda cfg: _smallest_batch(cfg, 5),
 )
 def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "split")
@@ -259,6 +265,7 @@ def run_split(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     captions=CAPTIONS,
     prepare=lambda cfg: _check_data(cfg),
     distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
+    smallest_batch=lambda cfg: _smallest_batch(cfg, 10),
 )
 def run_permuted(cfg: ContinualConfig, ctx: RunContext) -> dict[str, Any]:
     return run_continual(cfg, ctx, "permuted")

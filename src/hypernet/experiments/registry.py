@@ -96,7 +96,9 @@ class Experiment:
     reads (data files) before the run folder is made, so that a missing file writes nothing.
     `distributed`: the run trains through `ctx.train` with `ctx.distribute` and `ctx.shard`, so
     `--nproc N` / torchrun may run it on several processes; `global_batch(config)` then gives the
-    samples of one step, which must split evenly over the processes (checked before the run).
+    samples of one step, which must split evenly over the processes (checked before the run);
+    `smallest_batch(config)` the smallest batch a step shards unevenly, which needs at least one
+    sample per process (also checked before anything is written).
     """
 
     name: str
@@ -109,6 +111,7 @@ class Experiment:
     prepare: Callable[[Any], None] | None = None
     distributed: bool = False
     global_batch: Callable[[Any], int] | None = None
+    smallest_batch: Callable[[Any], int] | None = None
 
     def make_config(self, overrides: dict[str, str], quick: bool = False) -> Any:
         """The config with `--quick` values, then `key=value` overrides parsed to each field's type,
@@ -157,6 +160,7 @@ def register(
     prepare: Callable[[Any], None] | None = None,
     distributed: bool = False,
     global_batch: Callable[[Any], int] | None = None,
+    smallest_batch: Callable[[Any], int] | None = None,
 ) -> Callable[[Callable[[Any, RunContext], dict[str, Any]]], Callable[[Any, RunContext], dict[str, Any]]]:
     """Decorator: `@register("name", "what it shows", Config, quick={...}, headline=fn)` on a run function."""
 
@@ -174,6 +178,7 @@ def register(
             prepare,
             distributed,
             global_batch,
+            smallest_batch,
         )
         return fn
 

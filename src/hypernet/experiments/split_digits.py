@@ -95,6 +95,7 @@ class TaskConditioned(Learner):
         "per_task_accuracy": "Test accuracy of each model on each task (digit pair) at the end of training.",
     },
     distributed=True,  # the harness shards every batch and trains through DDP (any batch size >= --nproc)
+    smallest_batch=lambda cfg: cfg.batch_size,  # the joint learner's batch is 5 of these
 )
 def run(cfg: SplitDigitsConfig, ctx: RunContext) -> dict[str, Any]:
     train_set, test_set = train_test_split(load_digits(), cfg.test_fraction, seed=ctx.seed)
