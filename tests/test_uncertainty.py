@@ -211,7 +211,17 @@ def test_bad_input_names_the_argument() -> None:
     with pytest.raises(ValueError, match=r"weights: expected \[K, 43\]"):
         model.ensemble_logits(torch.randn(2, 6), torch.randn(3, 42))
     with pytest.raises(ValueError, match="labels"):
-        cal.expected_calibration_error(torch.rand(4, 3), torch.zeros(5, dtype=torch.long))
+        cal.expected_calibration_error(torch.rand(4, 3).softmax(-1), torch.zeros(5, dtype=torch.long))
+    # logits instead of probabilities, float labels, labels outside the classes: refused by name
+    logits, labels = torch.randn(4, 3) * 5, torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"probs: expected probabilities .* logits.softmax"):
+        cal.expected_calibration_error(logits, labels)
+    with pytest.raises(ValueError, match=r"probs: expected probabilities"):
+        cal.nll(logits, labels)
+    with pytest.raises(ValueError, match="labels: expected integer class indices"):
+        cal.nll(logits.softmax(-1), labels.float())
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 3\), got 0..3"):
+        cal.nll(logits.softmax(-1), torch.tensor([0, 1, 3, 0]))
     with pytest.raises(ValueError, match="member_probs"):
         cal.mean_pairwise_disagreement(torch.rand(1, 4, 3))
     with pytest.raises(ValueError, match="kl_weight"):

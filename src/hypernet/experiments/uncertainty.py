@@ -29,7 +29,7 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import setting
+from hypernet.experiments.settings import ConfigError, setting
 from hypernet.methods import calibration as cal
 from hypernet.methods.bayesian import BayesianHyperNetwork
 from hypernet.report.table import Table
@@ -62,7 +62,7 @@ class UncertaintyConfig:
     hyper_hidden: tuple[int, ...] = setting((32,), "hypernetwork: hidden widths", ge=1)
     prior_scale: float = setting(1.0, "prior std times sqrt(fan-in) of each weight tensor", gt=0)
     kl_weight: float = setting(0.001, "beta: weight of the KL term (1: the evidence lower bound)", ge=0)
-    ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1)
+    ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
     checkpoint_every: int = setting(500, "steps between checkpoints", ge=1)
 
 
@@ -90,6 +90,8 @@ def load_splits(cfg: UncertaintyConfig, seed: int) -> Splits:
     assert train.image_shape is not None
     inside = train.y < CLASSES
     x_train, y_train = train.x[inside], train.y[inside]
+    if cfg.n_train > len(y_train):
+        raise ConfigError(f"--set n_train={cfg.n_train}: only {len(y_train):,} training images of digits 0-4 here")
     if cfg.n_train and cfg.n_train < len(y_train):
         pick = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))[: cfg.n_train]
         x_train, y_train = x_train[pick], y_train[pick]

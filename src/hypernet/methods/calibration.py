@@ -28,6 +28,18 @@ def _check_probs(probs: Tensor, labels: Tensor | None = None) -> None:
         raise ValueError(
             f"labels: expected [{probs.shape[0]}] to match probs {list(probs.shape)}, got {list(labels.shape)}"
         )
+    # logits passed by mistake would give an ECE above 1 and a meaningless NLL: refuse them by name
+    # (rows summing to 1 within 1e-3 allows float32 softmax outputs and averages of them)
+    sums = probs.sum(-1)
+    if bool((probs < 0).any() | (probs > 1).any()) or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        raise ValueError("probs: expected probabilities (in [0, 1], each row summing to 1); pass logits.softmax(-1)")
+    if labels is not None:
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels: expected integer class indices, got dtype {labels.dtype}")
+        if bool((labels < 0).any() | (labels >= probs.shape[1]).any()):
+            raise ValueError(
+                f"labels: expected class indices in [0, {probs.shape[1]}), got {labels.min()}..{labels.max()}"
+            )
 
 
 def nll(probs: Tensor, labels: Tensor, eps: float = 1e-12) -> float:
