@@ -212,6 +212,18 @@ def test_bad_input_names_the_argument() -> None:
         model.ensemble_logits(torch.randn(2, 6), torch.randn(3, 42))
     with pytest.raises(ValueError, match="labels"):
         cal.expected_calibration_error(torch.rand(4, 3).softmax(-1), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(TypeError, match="target: expected a hypernet.TargetNetwork"):
+        BayesianHyperNetwork(nn.Linear(3, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hidden: expected a sequence of widths"):
+        BayesianHyperNetwork(model.target, hidden=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"x: expected a float batch \[B, ...\], got shape \[6\]"):
+        model(torch.randn(6))
+    with pytest.raises(ValueError, match=r"x: expected a float batch .* dtype torch.int64"):
+        model(torch.ones(2, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"y: expected integer class labels \[4\]"):
+        model.loss(torch.randn(4, 6), torch.zeros(5, dtype=torch.long), num_data=10)
+    with pytest.raises(ValueError, match=r"y: expected integer class labels"):
+        model.loss(torch.randn(4, 6), torch.zeros(4), num_data=10)
     # logits instead of probabilities, float labels, labels outside the classes: refused by name
     logits, labels = torch.randn(4, 3) * 5, torch.tensor([0, 1, 2, 0])
     with pytest.raises(ValueError, match=r"probs: expected probabilities .* logits.softmax"):

@@ -101,6 +101,10 @@ class BayesianHyperNetwork(nn.Module):
         kl_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not isinstance(target, TargetNetwork):
+            raise TypeError(f"target: expected a hypernet.TargetNetwork (wrap the module), got {type(target).__name__}")
+        if isinstance(hidden, int) or not all(isinstance(h, int) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden: expected a sequence of widths >= 1, e.g. (32,), got {hidden!r}")
         if kl_weight < 0:
             raise ValueError(f"kl_weight: must be >= 0, got {kl_weight}")
         hyper = MLPHyperNetwork(noise_dim, target.spec, hidden=hidden, init="hyperfan_in")
@@ -126,6 +130,8 @@ class BayesianHyperNetwork(nn.Module):
         -> logits `[K, B, C]`."""
         if weights.ndim != 2 or weights.shape[1] != self.target.spec.numel:
             raise ValueError(f"weights: expected [K, {self.target.spec.numel}], got {list(weights.shape)}")
+        if x.ndim < 2 or not x.is_floating_point():
+            raise ValueError(f"x: expected a float batch [B, ...], got shape {list(x.shape)} and dtype {x.dtype}")
         xs = x.unsqueeze(0).expand(weights.shape[0], *x.shape)
         out: Tensor = self.target(xs, weights)
         return out
@@ -148,6 +154,11 @@ class BayesianHyperNetwork(nn.Module):
             raise ValueError(f"num: the entropy estimate needs at least 2 draws, got {num}")
         if num_data < 1:
             raise ValueError(f"num_data: expected the training-set size (>= 1), got {num_data}")
+        if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.is_floating_point:
+            raise ValueError(
+                f"y: expected integer class labels [{x.shape[0]}] (one per row of x), got shape {list(y.shape)} "
+                f"and dtype {y.dtype}"
+            )
         weights = self.sample_weights(num, generator)
         logits = self.ensemble_logits(x, weights)  # [K, B, C]
         nll = F.cross_entropy(logits.flatten(0, 1), y.repeat(num))
