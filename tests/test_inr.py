@@ -125,6 +125,19 @@ def test_bad_inputs_name_the_argument() -> None:
         coordinate_network((8,), activation="tanh")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="factor"):
         upsampled_coordinates(4, 4, 0)
+    with pytest.raises(ValueError, match="w0: the sine frequency must be > 0"):
+        coordinate_network((8,), activation="sine", w0=0)
+    with pytest.raises(ValueError, match="code and hidden"):
+        mlp_encoder((1, 4, 4), (8,), 0)
+    with pytest.raises(ValueError, match="peak"):
+        psnr(torch.rand(2, 3), torch.rand(2, 3), peak=0)
+    target = hn.TargetNetwork(coordinate_network((8,), 1, frequencies=2))
+    init = target.initial_weights().expand(2, -1)
+    coords = torch.rand(2, 5, 2)
+    with pytest.raises(ValueError, match=r"values: the target gives 1 channel\(s\), values have 3"):
+        fit_networks(target, init, coords, torch.rand(2, 5, 3), steps=1)
+    with pytest.raises(ValueError, match="steps >= 0, lr > 0"):
+        fit_networks(target, init, coords, torch.rand(2, 5, 1), steps=1, lr=0)
 
 
 def test_upsampled_coordinates_by_hand() -> None:

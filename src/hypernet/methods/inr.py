@@ -90,6 +90,8 @@ def coordinate_network(
         raise ValueError(f"hidden: need at least one positive width, got {tuple(hidden)}")
     if channels < 1:
         raise ValueError(f"channels: must be >= 1, got {channels}")
+    if activation == "sine" and not w0 > 0:
+        raise ValueError(f"w0: the sine frequency must be > 0, got {w0}")
     encode: nn.Module = FourierFeatures(frequencies) if activation == "relu" else CenteredCoordinates()
     layers: list[nn.Module] = [encode]
     d_in = int(encode.out_features)  # type: ignore[arg-type]
@@ -110,6 +112,8 @@ def coordinate_network(
 
 def mlp_encoder(in_shape: Sequence[int], hidden: Sequence[int], code: int) -> nn.Sequential:
     """`images: [B, *in_shape] -> [B, code]`: flatten, then ReLU layers `hidden`, then a linear map."""
+    if code < 1 or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"code and hidden: widths must be >= 1, got code={code}, hidden={tuple(hidden)}")
     d_in = math.prod(int(s) for s in in_shape)
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
@@ -276,6 +280,11 @@ def fit_networks(
     _check_coords(coords, b)
     if values.ndim != 3 or values.shape[:2] != coords.shape[:2]:
         raise ValueError(f"values: expected [{b}, {coords.shape[1]}, C] like coords, got shape {list(values.shape)}")
+    out = target(coords[:1, :1], init[:1].detach())  # one pixel: the target's own channel count
+    if out.shape[-1] != values.shape[-1]:
+        raise ValueError(f"values: the target gives {out.shape[-1]} channel(s), values have {values.shape[-1]}")
+    if steps < 0 or not lr > 0 or (pixels is not None and pixels < 1):
+        raise ValueError(f"steps >= 0, lr > 0 and pixels >= 1 (or None) expected, got {steps}, {lr}, {pixels}")
     weights = nn.Parameter(init.detach().clone())
     opt = torch.optim.Adam([weights], lr=lr)
     rows = torch.arange(b)[:, None]
@@ -299,5 +308,7 @@ def psnr(pred: Tensor, true: Tensor, peak: float = 1.0) -> Tensor:
         raise ValueError(
             f"psnr: pred and true must have one shape [B, ...], got {list(pred.shape)}, {list(true.shape)}"
         )
+    if not peak > 0:
+        raise ValueError(f"peak: the largest possible value must be > 0, got {peak}")
     mse = (pred - true).pow(2).flatten(1).mean(1) if pred.ndim > 1 else (pred - true).pow(2)
     return 10 * torch.log10(peak**2 / mse)
