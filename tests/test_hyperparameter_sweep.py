@@ -49,6 +49,16 @@ def test_range_scales_by_hand() -> None:
     assert WD.from_unit(WD.to_unit(v)).tolist() == pytest.approx(v.tolist(), rel=1e-12)
 
 
+def test_loss_functions_refuse_bad_values_and_batches() -> None:
+    model, x, y = _model(), torch.randn(4, 5), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="batches: expected at least one"):
+        conditional_loss(model, WeightDecay(), [], torch.zeros(0))
+    with pytest.raises(ValueError, match=r"values: expected shape \[1\] \(one per batch\), got \[2\]"):
+        conditional_loss(model, WeightDecay(), [(x, y)], torch.tensor([1e-3, 1e-2]))
+    with pytest.raises(ValueError, match=r"values: expected \[K\] .* got shape \[2, 1\]"):
+        loss_curve(model, torch.tensor([[1e-3], [1e-2]]), x, y)
+
+
 def test_range_refuses_bad_values() -> None:
     with pytest.raises(ValueError, match="weight_decay: values must lie in"):
         WD.to_unit(0.5)

@@ -179,7 +179,9 @@ def conditional_loss(
 ) -> Tensor:
     """Mean over `k` of `objective(target(x_k, theta(v_k)), y_k, theta(v_k), v_k)`: `batches[k] = (x_k, y_k)`,
     `values: [K]` (one batch per value; one generated network each)."""
-    if values.ndim != 1 or values.shape[0] != len(batches) or not len(batches):
+    if not len(batches):
+        raise ValueError("batches: expected at least one (x, y) batch, got none")
+    if values.ndim != 1 or values.shape[0] != len(batches):
         raise ValueError(f"values: expected shape [{len(batches)}] (one per batch), got {list(values.shape)}")
     weights = model.weights(values)  # [K, P]: one hypernetwork call for every value
     total = weights.new_zeros(())
@@ -198,7 +200,9 @@ def plain_loss(module: nn.Module, objective: Objective, x: Tensor, y: Tensor, va
 @torch.no_grad()
 def loss_curve(model: ConditionalModel, values: Tensor, x: Tensor, y: Tensor, loss: LossFn = F.cross_entropy) -> Tensor:
     """`loss(target(x, theta(v)), y)` for each of `values: [K]` -> `[K]` (float64)."""
-    weights = model.weights(values.reshape(-1))
+    if values.ndim != 1:
+        raise ValueError(f"values: expected [K] (one hyperparameter value each), got shape {list(values.shape)}")
+    weights = model.weights(values)
     return torch.tensor([float(loss(model.target(x, w), y)) for w in weights], dtype=torch.float64)
 
 
