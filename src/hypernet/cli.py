@@ -261,7 +261,9 @@ def _report(run_dir: Path) -> Path:
     return build_report(run_dir, exp.headline if exp else None, exp.captions if exp else None)
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, exp: Experiment | None = None) -> None:
+    """The options of `run`/`demo`; with `exp` (its `--help`), only those that experiment takes."""
+    fields = {f.name for f in dataclasses.fields(exp.config_cls)} if exp is not None else set()
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting (repeatable); see below")
     p.add_argument("--out", help="run folder: new or empty (default runs/NAME-TIMESTAMP-XXXXXX), or a run to --resume")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
@@ -269,14 +271,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="reduced size, for tests and a first look")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
-    p.add_argument("--data-dir", help="your folder with the MNIST files (read only; sets the data_dir setting)")
-    p.add_argument("--method", help="methods to run, comma-separated (sets the methods setting), e.g. hnet,ewc,si")
-    p.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="train on N processes (torch.distributed + DDP, gloo on CPU, nccl on CUDA); or launch with torchrun",
-    )
+    if exp is None or "data_dir" in fields:
+        p.add_argument("--data-dir", help="your folder with the MNIST files (read only; sets the data_dir setting)")
+    if exp is None or "methods" in fields:
+        p.add_argument("--method", help="methods to run, comma-separated (sets the methods setting), e.g. hnet,ewc,si")
+    if exp is None or exp.distributed:
+        p.add_argument(
+            "--nproc",
+            type=int,
+            default=1,
+            help="train on N processes (torch.distributed + DDP, gloo on CPU, nccl on CUDA); or launch with torchrun",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,7 +322,7 @@ def _experiment_help(argv: list[str]) -> str | None:
         epilog=f"settings (--set KEY=VALUE; tuples as 800 or 50,200):\n{settings_help(exp.config_cls, exp.quick)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_run_options(p)
+    _add_run_options(p, exp)
     return p.format_help()
 
 

@@ -170,7 +170,9 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
         # `800`, `50,200`, `(50, 200)` and `[50,200]` all mean the same; an empty value is ()
         inner = raw.strip().strip("()[]").strip()
         parts = [p.strip() for p in inner.split(",")] if inner else []
-        if "" in parts:  # `4,,4` or `4,` is a typo, not the tuple (4, 4)
+        if len(parts) > 1 and parts[-1] == "":  # one trailing comma, as in Python's `(800,)`
+            parts.pop()
+        if "" in parts:  # `4,,4` is a typo, not the tuple (4, 4)
             raise ConfigError(f"--set {key}={raw}: an empty item in the list; expected {type_text(tp)}")
         try:
             return tuple(_scalar(part, item) for part in parts)
