@@ -30,6 +30,14 @@ posterior's spread in the directions the data do not pin down. `β = 1` is the E
 The ensemble: `K` members `θ_k = h(z_k)` sampled at once, `[K, P]`, and all of them applied to a
 batch in ONE call of the target with per-sample weights (`x` expanded to `[K, B, d]`, one weight
 set per leading index: `bmm` in the batched engine), no Python loop over members.
+
+Use::
+
+    bayes = BayesianHyperNetwork(hn.TargetNetwork(net), noise_dim=8, hidden=(32,), kl_weight=1e-3)
+    opt = torch.optim.Adam(bayes.parameters(), lr=1e-3)
+    loss, parts = bayes.loss(x, y, num_data=len(train_set), num=5)   # x: [B, ...], y: [B]
+    loss.backward(); opt.step()
+    probs = bayes(x_test, num=20).softmax(-1).mean(0)                 # [B, C]: the ensemble's prediction
 """
 
 from __future__ import annotations

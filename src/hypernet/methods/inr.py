@@ -269,7 +269,8 @@ def fit_networks(
 ) -> Tensor:
     """Fit one coordinate network per image, independently; returns the fitted weights `[B, P]`.
 
-    `init: [B, P]` starting weights (one set per image); `coords: [B, N, 2]`, `values: [B, N, C]`
+    `init: [B, P]` starting weights (one set per image, e.g. `target.initial_weights()` of a fresh
+    `coordinate_network` per image, stacked); `coords: [B, N, 2]`, `values: [B, N, C]`
     every pixel of each image. Each step draws `pixels` of the `N` pixels per image (all when None)
     and takes one Adam step on the SUM over images of each image's mean squared error: image `b`'s
     loss depends on row `b` of the weights only, and Adam's update is elementwise, so the rows
