@@ -26,6 +26,7 @@ demo: install-cli
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
 
 test: lint

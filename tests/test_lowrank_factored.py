@@ -171,7 +171,11 @@ def test_factored_weights_follow_the_auto_fallback() -> None:
 
     torch.manual_seed(0)
     model = hn.hypernetize(
-        nn.Sequential(nn.Linear(4, 4), nn.ReLU(), ReadsWeight()), 2, design="lowrank", rank=1, hidden=(8,),
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU(), ReadsWeight()),
+        2,
+        design="lowrank",
+        rank=1,
+        hidden=(8,),
         zero_init=False,
     )
     x, c = torch.randn(5, 4), torch.rand(5, 2)

@@ -419,7 +419,8 @@ def _rnn(cell: str) -> Callable[..., Any]:
     ) -> Any:
         if not isinstance(input, Tensor) or input.ndim != 3:
             raise NoBatchedRule(
-                "per-sample weights: RNNs need a batched, unpacked 3-D input for the batched rule", cell,
+                "per-sample weights: RNNs need a batched, unpacked 3-D input for the batched rule",
+                cell,
                 _innermost_module(),
             )
         x = input if batch_first else input.transpose(0, 1)  # [B, T, F]

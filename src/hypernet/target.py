@@ -211,9 +211,7 @@ class TargetNetwork(nn.Module):
             if self.engine == "batched" and not self.vmap_modules:
                 snapshot = Snapshot(self.module, x.device) if isinstance(x, Tensor) else None
                 try:
-                    return factored.forward(
-                        self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs
-                    )
+                    return factored.forward(self.module, weights, x, batch, self.batch_dim, self._aliases, args, kwargs)
                 except batched_ops.NoBatchedRule:
                     if self.requested_engine == "batched" or snapshot is None or torch.compiler.is_compiling():
                         raise

@@ -248,4 +248,3 @@ class MLPDescription:
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         return mlp_ntk(x1, x2, self.depth, self.weight_var, self.bias_var, self.activation)
-
