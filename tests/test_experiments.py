@@ -67,10 +67,14 @@ def test_phase_timer_keeps_a_finished_phase_time_across_a_resume(tmp_path: Path)
     from hypernet.experiments.registry import PhaseTimer, RunContext
 
     ctx = RunContext(out=tmp_path)
-    first = PhaseTimer(ctx).train(ctx, "a", lambda: time.sleep(0.05))
-    assert first >= 0.05
-    # a resumed run calls the finished phase again (it loads its checkpoint): the time stays
-    again = PhaseTimer(ctx).train(ctx, "a", lambda: time.sleep(0.2))
+    first = PhaseTimer(ctx).train("a", lambda: time.sleep(0.05))
+    assert first["wall_s"] >= 0.05 and first["cpu_s"] < first["wall_s"] and not first["partial"]
+    # a resumed run calls the finished phase again (it loads its checkpoint): the entry stays
+    again = PhaseTimer(ctx).train("a", lambda: time.sleep(0.2))
     assert again == first
-    # a phase not finished before is timed by the call that finishes it
-    assert PhaseTimer(ctx).train(ctx, "b", lambda: time.sleep(0.1)) >= 0.1
+    # a phase not finished before is timed by the call that finishes it; with a checkpoint of it
+    # already in the folder (a killed attempt), it is flagged partial
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "b-00000010.json").write_text("{}")
+    b = PhaseTimer(ctx).train("b", lambda: time.sleep(0.1))
+    assert b["wall_s"] >= 0.1 and b["partial"]

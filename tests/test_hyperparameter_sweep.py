@@ -200,7 +200,7 @@ def test_quick_run_follows_the_true_curve_and_resumes(tmp_path: Path) -> None:
         assert all(b < a for a, b in zip(norms, norms[1:])), norms
     assert s["cost"]["separate"]["steps"] == 7 * 600 and s["cost"]["conditioned"]["steps"] == 600
     assert (out / "figures" / "hyperparameter-sweep.png").is_file()
-    # resuming the finished run trains nothing and gives the same numbers (timings kept in timings.json)
+    # resuming the finished run trains nothing and gives the same numbers (timings kept in train_seconds.json)
     assert main(["run", "hyperparameter-sweep", "--quick", "--out", str(out), "--resume", "--no-progress"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["per_seed"] == s["per_seed"]

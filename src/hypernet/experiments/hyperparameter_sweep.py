@@ -17,9 +17,7 @@ checkpoint writes included).
 
 from __future__ import annotations
 
-import json
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernet.data import MNIST_SIZES, Dataset, check_mnist, load_digits, load_mnist
-from hypernet.experiments.registry import RunContext, register
+from hypernet.experiments.registry import PhaseTimer, RunContext, register
 from hypernet.experiments.settings import Relation, setting
 from hypernet.methods.conditional import (
     ConditionalModel,
@@ -43,8 +41,6 @@ from hypernet.methods.conditional import (
 )
 from hypernet.report.table import Table
 from hypernet.train import TrainConfig
-from hypernet.train.atomic import atomic_write
-from hypernet.train.checkpoint import list_checkpoints
 
 DIGITS_SIZE = 1797
 
@@ -177,31 +173,14 @@ def gaps(separate: list[float], conditioned_on_grid: list[float]) -> dict[str, f
     }
 
 
-class _Timings:
-    """Seconds of each training phase, kept in `timings.json` so that a resumed run keeps the
-    times of the phases it does not rerun (a phase resumed mid-way is flagged `partial`)."""
-
-    def __init__(self, ctx: RunContext) -> None:
-        self.path = ctx.out / "timings.json"
-        self.ctx = ctx
-        self.data: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text()) if ctx.resume and self.path.exists() else {}
-        )
-
-    def train(self, name: str, model: nn.Module, step_fn: Any, config: TrainConfig, seed: int) -> dict[str, Any]:
-        partial = bool(list_checkpoints(self.ctx.out / "checkpoints", name)) and name not in self.data
-        wall, cpu = time.perf_counter(), time.process_time()
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.ctx.train(name, model, params, step_fn, config, generator=torch.Generator().manual_seed(seed))
-        if name not in self.data:
-            self.data[name] = {
-                "wall_s": time.perf_counter() - wall,
-                "cpu_s": time.process_time() - cpu,
-                "steps": config.steps,
-                "partial": partial,
-            }
-            atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(self.data, indent=1)))
-        return self.data[name]
+def _timed_train(
+    ctx: RunContext, timer: PhaseTimer, name: str, model: nn.Module, step_fn: Any, config: TrainConfig, seed: int
+) -> dict[str, Any]:
+    """Train one phase; its cost (`wall_s`, `cpu_s`, `partial`, from the run folder on a resume) and steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(seed)
+    cost = timer.train(name, lambda: ctx.train(name, model, params, step_fn, config, generator=gen))
+    return {**cost, "steps": config.steps}
 
 
 def _config(cfg: HyperparameterSweepConfig, steps: int) -> TrainConfig:
@@ -215,7 +194,7 @@ def _config(cfg: HyperparameterSweepConfig, steps: int) -> TrainConfig:
 
 
 def run_seed(
-    cfg: HyperparameterSweepConfig, ctx: RunContext, data: Splits, seed: int, timings: _Timings
+    cfg: HyperparameterSweepConfig, ctx: RunContext, data: Splits, seed: int, timer: PhaseTimer
 ) -> dict[str, Any]:
     """Both arms for one seed: the separate runs over the grid, then the conditioned model."""
     hp = HyperparameterRange("weight_decay", cfg.wd_low, cfg.wd_high)
@@ -235,7 +214,7 @@ def run_seed(
             idx = torch.randint(len(y), (b,), generator=g)
             return plain_loss(module, objective, x[idx], y[idx], value), {}
 
-        cost = timings.train(f"separate-s{seed}-{i}", module, step, _config(cfg, cfg.steps), seed)
+        cost = _timed_train(ctx, timer, f"separate-s{seed}-{i}", module, step, _config(cfg, cfg.steps), seed)
         val_loss, val_acc = evaluate(module, data.val)
         sep_val.append(val_loss)
         sep_acc.append(val_acc)
@@ -255,7 +234,7 @@ def run_seed(
             batches.append((x[idx], y[idx]))
         return conditional_loss(model, objective, batches, values), {}
 
-    cond_cost = timings.train(f"conditioned-s{seed}", model, cond_step, _config(cfg, cfg.cond_steps), seed)
+    cond_cost = _timed_train(ctx, timer, f"conditioned-s{seed}", model, cond_step, _config(cfg, cfg.cond_steps), seed)
     model.eval()
     cond_grid = loss_curve(model, grid, data.val.x, data.val.y).tolist()
     cond_fine = loss_curve(model, fine, data.val.x, data.val.y).tolist()
@@ -335,9 +314,9 @@ def _prepare(cfg: HyperparameterSweepConfig) -> None:
 )
 def run(cfg: HyperparameterSweepConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_splits(cfg, ctx.seed)
-    timings = _Timings(ctx)
+    timer = PhaseTimer(ctx)
     seeds = [ctx.seed + k for k in range(cfg.seeds)]
-    per_seed = [run_seed(cfg, ctx, data, s, timings) for s in seeds]
+    per_seed = [run_seed(cfg, ctx, data, s, timer) for s in seeds]
     hp = HyperparameterRange("weight_decay", cfg.wd_low, cfg.wd_high)
     grid, fine = hp.grid(cfg.grid), hp.grid(cfg.curve_points)
     mean_sep = np.mean([r["separate"]["val_loss"] for r in per_seed], 0).tolist()

@@ -176,7 +176,15 @@ def _psnr_of(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def _train(
-    ctx: RunContext, cfg: InrConfig, name: str, model: nn.Module, train: Tensor, test: Tensor, steps: int, seed: int
+    ctx: RunContext,
+    timer: PhaseTimer,
+    cfg: InrConfig,
+    name: str,
+    model: nn.Module,
+    train: Tensor,
+    test: Tensor,
+    steps: int,
+    seed: int,
 ) -> float:
     """Train `model` to reconstruct `train` from random pixels; returns the seconds it took (over a
     killed run and its resume: the time is kept in the run folder)."""
@@ -202,9 +210,8 @@ def _train(
         log_every=max(1, cfg.eval_every // 5),
     )
     generator = torch.Generator().manual_seed(seed)
-    return PhaseTimer(ctx).train(
-        ctx, name, lambda: ctx.train(name, model, model.parameters(), step, config, evaluate, generator)
-    )
+    cost = timer.train(name, lambda: ctx.train(name, model, model.parameters(), step, config, evaluate, generator))
+    return float(cost["wall_s"])
 
 
 def _fit_per_image(cfg: InrConfig, images: Tensor, seed: int) -> tuple[nn.Module, Tensor, float]:
@@ -240,7 +247,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def _experiment(
-    ctx: RunContext, cfg: InrConfig, label: str, train: Tensor, test: Tensor, seeds: int, steps: int
+    ctx: RunContext, timer: PhaseTimer, cfg: InrConfig, label: str, train: Tensor, test: Tensor, seeds: int, steps: int
 ) -> tuple[dict[str, Any], dict[str, nn.Module]]:
     """Both conditioned models over `seeds` seeds and the per-image fits on `test[:fit_images]`."""
     shape = (int(train.shape[1]), int(train.shape[2]), int(train.shape[3]))
@@ -252,7 +259,7 @@ def _experiment(
         for k in range(seeds):
             seed = ctx.seed + k
             model = _models(cfg, shape, seed)[0 if method == "hypernetwork" else 1]
-            seconds.append(_train(ctx, cfg, f"{label}-{method}-seed{seed}", model, train, test, steps, seed))
+            seconds.append(_train(ctx, timer, cfg, f"{label}-{method}-seed{seed}", model, train, test, steps, seed))
             scores.append(float(_psnr_of(model, test).mean()))
             subset.append(float(_psnr_of(model, fit).mean()))
             if k == 0:
@@ -354,14 +361,15 @@ def _prepare(cfg: InrConfig) -> None:
 )
 def run(cfg: InrConfig, ctx: RunContext) -> dict[str, Any]:
     train, test = _digits(cfg, ctx.seed)
-    digits, digit_models = _experiment(ctx, cfg, cfg.dataset, train, test, cfg.seeds, cfg.steps)
+    timer = PhaseTimer(ctx)
+    digits, digit_models = _experiment(ctx, timer, cfg, cfg.dataset, train, test, cfg.seeds, cfg.steps)
     low = sample_image_patches(cfg.patch_side, cfg.patch, cfg.grayscale)
     high = sample_image_patches(2 * cfg.patch_side, 2 * cfg.patch, cfg.grayscale)
     order = torch.randperm(len(low), generator=torch.Generator().manual_seed(ctx.seed))
     n_test = max(1, round(cfg.patch_test_fraction * len(low)))
     test_idx, train_idx = order[:n_test], order[n_test:]
     patches, patch_models = _experiment(
-        ctx, cfg, "patches", low[train_idx], low[test_idx], cfg.patch_seeds, cfg.patch_steps
+        ctx, timer, cfg, "patches", low[train_idx], low[test_idx], cfg.patch_seeds, cfg.patch_steps
     )
     patches["super_resolution"] = _super_resolution(low[test_idx], high[test_idx], patch_models, cfg.fit_images)
     patches["patch_side"], patches["patch"], patches["grayscale"] = cfg.patch_side, cfg.patch, cfg.grayscale

@@ -19,6 +19,7 @@ from hypernet.experiments.settings import ConfigError, parse_value, validate
 from hypernet.report.table import Table
 from hypernet.train import TrainConfig, distributed, train
 from hypernet.train.atomic import atomic_write
+from hypernet.train.checkpoint import list_checkpoints
 from hypernet.train.loop import EvalFn, StepFn
 from hypernet.train.metrics import read_metrics
 
@@ -192,25 +193,29 @@ def get(name: str) -> Experiment:
 
 
 class PhaseTimer:
-    """Training seconds per named phase, kept in `train_seconds.json` in the run folder. A phase that
-    had finished keeps its time when a resumed run calls it again (only to load its last checkpoint),
-    so resuming a finished run changes no timing; a phase killed midway is timed by the attempt that
-    finishes it (the killed attempt's seconds are not known)."""
+    """Cost of each named training phase, kept in `train_seconds.json` in the run folder:
+    `{"wall_s", "cpu_s", "partial"}` per phase. A phase that had finished keeps its entry when a
+    resumed run calls it again (only to load its last checkpoint), so resuming a finished run
+    changes no timing; a phase killed midway is timed by the attempt that finishes it (the killed
+    attempt's seconds are not known) and flagged `partial`."""
 
     def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         self.path = ctx.out / "train_seconds.json"
-        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.seconds: dict[str, float] = dict(saved.get("seconds", {}))
-        self.done: set[str] = set(saved.get("done", []))
+        self.phases: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def train(self, ctx: RunContext, phase: str, run: Callable[[], None]) -> float:
-        """Run `run()` (the phase's training) and return the phase's training seconds."""
-        start = time.perf_counter()
+    def train(self, phase: str, run: Callable[[], None]) -> dict[str, Any]:
+        """Run `run()` (the phase's training, checkpointed under the name `phase`) and return the
+        phase's entry."""
+        partial = phase not in self.phases and bool(list_checkpoints(self.ctx.out / "checkpoints", phase))
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        if phase not in self.done:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-            self.done.add(phase)
+        if phase not in self.phases:
+            self.phases[phase] = {
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "partial": partial,
+            }
             if distributed.is_main():
-                state = {"seconds": self.seconds, "done": sorted(self.done)}
-                atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
-        return self.seconds[phase]
+                atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(self.phases, indent=1)))
+        return self.phases[phase]

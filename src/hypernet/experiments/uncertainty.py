@@ -171,7 +171,8 @@ def run_seed(
             return F.cross_entropy(net(x), y), {}
 
         gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * k + 17)
-        return timer.train(ctx, phase, lambda: ctx.train(phase, net, list(net.parameters()), step, tc, generator=gen))
+        cost = timer.train(phase, lambda: ctx.train(phase, net, list(net.parameters()), step, tc, generator=gen))
+        return float(cost["wall_s"])
 
     # single network
     torch.manual_seed(seed * 1000)
@@ -226,8 +227,8 @@ def run_seed(
     phase = f"s{seed}-hypernet"
     gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
     seconds = timer.train(
-        ctx, phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
-    )
+        phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
+    )["wall_s"]
     with torch.no_grad():
         weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
     results["hypernet"], entropies["hypernet"] = evaluate(
