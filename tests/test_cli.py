@@ -97,6 +97,9 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["run", "split-digits", "--set", "steps=many"], "--set steps=many: expected int"),
         (["run", "split-digits", "--set", "steps"], "--set steps: expected key=value"),
         (["run", "split-digits", "--device", "tpu"], "--device tpu: expected cpu or cuda"),
+        (["run", "split-digits", "--seed", "-1"], "argument --seed: must be in [0, 2**32), got -1"),
+        (["run", "split-digits", "--seed", "4294967296"], "argument --seed: must be in [0, 2**32), got 4294967296"),
+        (["run", "split-digits", "--seed", "1.5"], "argument --seed: expected an integer, got '1.5'"),
         (["report", "/nonexistent/dir"], "not a run directory"),
         (["frobnicate"], "invalid choice"),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,5 +30,22 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def strict_json(data: Any) -> Any:
+    """`data` with every NaN / infinite float replaced by None.
+
+    Python's `json` writes them as bare `NaN` / `Infinity`, which RFC 8259 does not allow, so other
+    readers (`jq`, JavaScript, most JSON libraries) refuse the file; `null` is what they expect for
+    "no value" (e.g. an empty reliability-diagram bin)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(value) for value in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write `data` as standard JSON (non-finite floats as `null`, see `strict_json`), atomically."""
+    text = json.dumps(strict_json(data), indent=2, sort_keys=True, allow_nan=False)
+    write_text(path, text + "\n")

@@ -261,12 +261,23 @@ def _report(run_dir: Path) -> Path:
     return build_report(run_dir, exp.headline if exp else None, exp.captions if exp else None)
 
 
+def _seed_value(text: str) -> int:
+    """`--seed`: an integer in [0, 2**32), the range NumPy's and Python's generators all accept."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {seed}")
+    return seed
+
+
 def _add_run_options(p: argparse.ArgumentParser, exp: Experiment | None = None) -> None:
     """The options of `run`/`demo`; with `exp` (its `--help`), only those that experiment takes."""
     fields = {f.name for f in dataclasses.fields(exp.config_cls)} if exp is not None else set()
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting (repeatable); see below")
     p.add_argument("--out", help="run folder: new or empty (default runs/NAME-TIMESTAMP-XXXXXX), or a run to --resume")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--seed", type=_seed_value, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quick", action="store_true", help="reduced size, for tests and a first look")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")

@@ -1,0 +1,45 @@
+"""Atomic writes and strict JSON (hypernet.atomic)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hypernet.atomic import atomic_write, strict_json, write_json
+
+
+def test_write_json_writes_standard_json_with_null_for_non_finite(tmp_path: Path) -> None:
+    data = {"bins": [float("nan"), 0.5, float("inf"), -float("inf")], "n": 3, "nested": ({"x": float("nan")},)}
+    write_json(tmp_path / "r.json", data)
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    # a strict parser (one that refuses NaN / Infinity constants) reads it back
+    def refuse(name: str) -> float:
+        raise AssertionError(f"non-standard constant {name} in the file")
+
+    back = json.loads(text, parse_constant=refuse)
+    assert back == {"bins": [None, 0.5, None, None], "n": 3, "nested": [{"x": None}]}
+
+
+def test_strict_json_keeps_finite_values_and_types() -> None:
+    data = {"a": 1, "b": 2.5, "c": "NaN", "d": True, "e": None, "f": [0.0, -1e308]}
+    assert strict_json(data) == data
+    assert math.copysign(1.0, strict_json(-0.0)) == -1.0
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "keep.json"
+    write_json(path, {"v": 1})
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text('{"v": ')  # half-written, then the writer dies
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
