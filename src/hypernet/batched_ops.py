@@ -348,10 +348,14 @@ def _layer_norm(
     bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:
-    _check_batch(mode, input, 0, "layer_norm")
-    y = F.layer_norm(input, normalized_shape, None, None, eps)
+    # sequence-first inputs ([S, B, ...], batch_dim 1): the batch moves to the front and back, as in
+    # `_linear`; it cannot lie among the normalized (last) dims
+    moved = 0 < mode.batch_dim < input.ndim - len(normalized_shape)
+    x = input.movedim(mode.batch_dim, 0) if moved else input
+    _check_batch(mode, x, 0, "layer_norm")
+    y = F.layer_norm(x, normalized_shape, None, None, eps)
     # weight, bias: [*normalized_shape] -> [B, 1, ..., 1, *normalized_shape] to skip the middle dims
-    mid = input.ndim - 1 - len(normalized_shape)
+    mid = x.ndim - 1 - len(normalized_shape)
 
     def aligned(t: Tensor) -> Tensor:
         t = mode.batched(t)
@@ -361,7 +365,7 @@ def _layer_norm(
         y = y * aligned(weight)
     if bias is not None:
         y = y + aligned(bias)
-    return y
+    return y.movedim(0, mode.batch_dim) if moved else y
 
 
 def _group_norm(
@@ -393,13 +397,17 @@ def _embedding(
             "embedding",
             _innermost_module(),
         )
+    moved = 0 < mode.batch_dim < input.ndim  # sequence-first ids [S, B]: batch to the front and back
+    if moved:
+        input = input.movedim(mode.batch_dim, 0)
     _check_batch(mode, input, 0, "embedding")
     if padding_idx is not None:  # as F.embedding: the padding row is looked up but gets no gradient
         keep = torch.ones(weight.shape[-2], 1, dtype=weight.dtype, device=weight.device)
         keep[padding_idx] = 0
         weight = weight * keep + (weight * (1 - keep)).detach()
     rows = torch.arange(mode.B, device=input.device).reshape(mode.B, *([1] * (input.ndim - 1)))
-    return weight[rows, input]
+    out = weight[rows, input]
+    return out.movedim(0, mode.batch_dim) if moved else out
 
 
 def _rnn(cell: str) -> Callable[..., Any]:

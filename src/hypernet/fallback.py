@@ -2,7 +2,8 @@
 `vmap` inside the batched pass, and the undoing of a failed attempt.
 
 A module run under `vmap` inside the batched pass gets its positional Tensor arguments split along
-`batch_dim` (the layout every batched rule assumes of its input, checked by size) and its keyword
+`batch_dim` (the layout every batched rule assumes of its input, checked by size), the keyword
+arguments named in `PER_SAMPLE_KEYWORDS` split along their own batch dim, and its other keyword
 arguments whole; each sample then sees its own slice of the module's generated tensors. Touching
 any other generated tensor still raises `NoBatchedRule`, so nothing broadcasts silently.
 """
@@ -23,6 +24,51 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from hypernet.batched_ops import NoBatchedRule, PerSampleMode
 
 _TENSOR = object()  # marks where a Tensor output goes back into a module's output structure
+
+#: Keyword arguments that hold one row per sample, and the dim of those rows. Under `vmap` (the whole
+#: target's, or one module's inside the batched pass) each sample gets its own row; every other
+#: keyword argument is handed to every sample whole. PyTorch's attention modules take padding masks
+#: as `[B, S]` whatever the layout of their inputs (`batch_first` or not), hence dim 0. Add an entry
+#: for a module of your own whose keyword argument carries the batch.
+PER_SAMPLE_KEYWORDS: dict[str, int] = {
+    "key_padding_mask": 0,
+    "src_key_padding_mask": 0,
+    "tgt_key_padding_mask": 0,
+    "memory_key_padding_mask": 0,
+}
+
+
+def split_keywords(kwargs: dict[str, Any], B: int) -> tuple[dict[str, Any], list[str], list[Tensor], list[int]]:
+    """Split `kwargs` into those handed whole and the per-sample Tensors of `PER_SAMPLE_KEYWORDS`.
+
+    Returns `(whole, names, tensors, dims)`: `tensors[i]` (for keyword `names[i]`) has `B` rows along
+    `dims[i]`. A per-sample keyword without `B` rows there is refused, naming it."""
+    whole: dict[str, Any] = {}
+    names: list[str] = []
+    tensors: list[Tensor] = []
+    dims: list[int] = []
+    for key, value in kwargs.items():
+        dim = PER_SAMPLE_KEYWORDS.get(key)
+        if dim is None or not isinstance(value, Tensor):
+            whole[key] = value
+            continue
+        if value.ndim <= dim or value.shape[dim] != B:
+            raise ValueError(
+                f"{key}: shape {list(value.shape)} has no row per sample ({B} along dim {dim}); with per-sample "
+                f"weights it must hold one row for each of the {B} samples"
+            )
+        names.append(key)
+        tensors.append(value)
+        dims.append(dim)
+    return whole, names, tensors, dims
+
+
+def with_rows(
+    whole: dict[str, Any], names: Sequence[str], rows: Sequence[Tensor], dims: Sequence[int]
+) -> dict[str, Any]:
+    """The keyword arguments of one sample under `vmap`: `whole` plus each per-sample row, its batch
+    dim put back with size 1 (the module sees a batch of one, as its positional inputs do)."""
+    return {**whole, **{key: row.unsqueeze(dim) for key, row, dim in zip(names, rows, dims, strict=True)}}
 
 
 @contextmanager
@@ -123,22 +169,25 @@ def _vmapped_forward(sub: nn.Module, name: str, local: dict[str, Tensor], mode: 
         finally:
             mode.paused = False
         structure: list[Any] = []
+        whole, names, rows, row_dims = split_keywords(kwargs, B)
+        n_args = len(args)
 
         def one(p: dict[str, Tensor], *xs: Any) -> tuple[Tensor, ...]:
-            xs = tuple(x.unsqueeze(d) if isinstance(x, Tensor) else x for x in xs)
+            inputs = tuple(x.unsqueeze(d) if isinstance(x, Tensor) else x for x in xs[:n_args])
+            keywords = with_rows(whole, names, xs[n_args:], row_dims)
             running[0] = True
             try:
                 with DataAsDetach():
-                    out = functional_call(sub, p, xs, kwargs)
+                    out = functional_call(sub, p, inputs, keywords)
             finally:
                 running[0] = False
             leaves, spec = tree_flatten(out)
             structure[:] = [spec, [_TENSOR if isinstance(t, Tensor) else t for t in leaves]]
             return tuple(t.squeeze(d) for t in leaves if isinstance(t, Tensor))
 
-        in_dims = (0, *(d if isinstance(a, Tensor) else None for a in args))
+        in_dims = (0, *(d if isinstance(a, Tensor) else None for a in args), *row_dims)
         with vmap_friendly():
-            outs = iter(vmap(one, in_dims=in_dims, out_dims=d, randomness="different")(aliases, *args))
+            outs = iter(vmap(one, in_dims=in_dims, out_dims=d, randomness="different")(aliases, *args, *rows))
         spec, leaves = structure
         return tree_unflatten([next(outs) if leaf is _TENSOR else leaf for leaf in leaves], spec)
 

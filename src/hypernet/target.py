@@ -47,7 +47,7 @@ from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
 from hypernet import batched_ops, factored
-from hypernet.fallback import DataAsDetach, Snapshot, inside, vmap_friendly, vmapped
+from hypernet.fallback import DataAsDetach, Snapshot, inside, split_keywords, vmap_friendly, vmapped, with_rows
 from hypernet.hypernetworks.lowrank import LowRankWeights
 from hypernet.selection import Selector, select_parameters
 from hypernet.spec import ParamSpec
@@ -272,14 +272,17 @@ class TargetNetwork(nn.Module):
                 "support some generated parameters of this module; call .eval() or generate fewer tensors"
             )
         d = self.batch_dim
+        whole, names, rows, row_dims = split_keywords(kwargs, x.shape[d])
 
-        def one(p: dict[str, Tensor], xi: Tensor) -> Any:
+        def one(p: dict[str, Tensor], xi: Tensor, *sample_rows: Tensor) -> Any:
             with DataAsDetach():
-                out = functional_call(self.module, p, (xi.unsqueeze(d), *args), kwargs)
+                out = functional_call(
+                    self.module, p, (xi.unsqueeze(d), *args), with_rows(whole, names, sample_rows, row_dims)
+                )
             return tree_map(lambda t: t.squeeze(d) if isinstance(t, Tensor) else t, out)
 
         with vmap_friendly():
-            return vmap(one, in_dims=(0, d), out_dims=d, randomness="different")(params, x)
+            return vmap(one, in_dims=(0, d, *row_dims), out_dims=d, randomness="different")(params, x, *rows)
 
     def materialize(self, weights: Tensor) -> nn.Module:
         """An independent, ordinary module with `weights: [P]` as its parameters (trainable leaves)."""
