@@ -4,6 +4,7 @@ per-sample paths; value checks on conditions (NaN/inf, task-id range) and their 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -17,9 +18,9 @@ from models import SmallCNN, mlp
 # are O(1) and pass through ~5 layers whose inputs and weights are rounded (hypernetwork + target;
 # observed max error 1.5e-2 on outputs up to 4.8), so 2e-2 abs + 2e-2 rel (~10 roundings); another
 # sample's weights change outputs by > 0.2 (checked below), so a mix-up cannot hide in it.
-BF16 = dict(atol=2e-2, rtol=2e-2)
+BF16: dict[str, Any] = dict(atol=2e-2, rtol=2e-2)
 # aot_eager runs the same kernels as eager, only traced: float32 differences of a few ulps at most.
-COMPILED = dict(atol=1e-6, rtol=1e-6)
+COMPILED: dict[str, Any] = dict(atol=1e-6, rtol=1e-6)
 
 
 @pytest.fixture(autouse=True)

@@ -327,7 +327,7 @@ def test_download_writes_a_part_file_beside_dest_and_passes_the_timeout(
     def spy(url: str, *args: object, **kwargs: object) -> object:
         timeouts.append(kwargs.get("timeout", args[1] if len(args) > 1 else "absent"))
         seen.append(sorted(os.listdir(dest.parent)))  # while the download is open: the partial file
-        return real_urlopen(url, *args, **kwargs)  # type: ignore[arg-type]
+        return real_urlopen(url, *args, **kwargs)  # type: ignore[arg-type, call-overload]
 
     monkeypatch.setattr(urllib.request, "urlopen", spy)
     _Handler.files = {"/f": payload}

@@ -8,6 +8,7 @@ gradients read from their own parameters. float64 throughout, so 1e-10 is far be
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet import batched_ops
 
-TOL = dict(atol=1e-10, rtol=1e-10)
+TOL: dict[str, Any] = dict(atol=1e-10, rtol=1e-10)
 
 
 class ReadsMT(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 import hypernet as hn
 from hypernet import batched_ops
 
-TOL = dict(atol=1e-10, rtol=1e-10)
+TOL: dict[str, Any] = dict(atol=1e-10, rtol=1e-10)
 Split = Callable[[Any], list[Tensor]]  # module output -> tensors with the batch in dim 0
 
 
@@ -77,7 +77,7 @@ def check_against_loop(
     outs = split(target(xs, w, *extras))
     g = torch.Generator().manual_seed(1)
     cots = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
-    loss = sum((o * c).sum() for o, c in zip(outs, cots))
+    loss = cast(Tensor, sum((o * c).sum() for o, c in zip(outs, cots)))
     wrt = [w] + ([xs] if xs.requires_grad else []) + [e for e in tree_leaves(extras) if isinstance(e, Tensor)]
     grads = torch.autograd.grad(loss, wrt, allow_unused=True)
 
@@ -85,7 +85,7 @@ def check_against_loop(
     er = _fresh(list(extra))
     ref_outs: list[list[Tensor]] = []
     ref_wgrads = []
-    ref_loss_total = 0.0
+    ref_loss_total: Tensor | float = 0.0
     for i in range(B):
         m = target.materialize(w[i].detach())
         params = dict(m.named_parameters())
@@ -97,7 +97,7 @@ def check_against_loop(
             args = [_select(e, i, d) for e, d in zip(er, extra_dims)] if extra_dims else er
             o_i = split(m(_select(xr, i, batch_dim), *args))
         ref_outs.append([t.detach() for t in o_i])
-        loss_i = sum((t * c.narrow(0, i, 1)).sum() for t, c in zip(o_i, cots))
+        loss_i = cast(Tensor, sum((t * c.narrow(0, i, 1)).sum() for t, c in zip(o_i, cots)))
         gi = torch.autograd.grad(loss_i, gen, retain_graph=True)
         ref_wgrads.append(torch.cat([t.flatten() for t in gi]))
         ref_loss_total = ref_loss_total + loss_i
@@ -178,6 +178,7 @@ def test_linear_sequence_first_batch_dim_1() -> None:
 
 # -- normalisation -----------------------------------------------------------------------------
 def _bn_with_stats(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchnorm._BatchNorm:
+    assert bn.running_mean is not None and bn.running_var is not None
     with torch.no_grad():  # non-trivial running statistics, so eval mode really uses them
         bn.running_mean.copy_(torch.linspace(-1, 1, bn.num_features))
         bn.running_var.copy_(torch.linspace(0.5, 2, bn.num_features))

@@ -7,6 +7,8 @@ lookup moves the result by >1e-3)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from hypernet.batched_ops import NoBatchedRule, PerSampleMode, supports, vmap_modules
 
-TOL = dict(atol=1e-12, rtol=1e-12)
+TOL: dict[str, Any] = dict(atol=1e-12, rtol=1e-12)
 
 
 def _rand(*shape: int, seed: int = 0) -> Tensor:

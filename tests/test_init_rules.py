@@ -16,6 +16,7 @@ fan-out differ by >= 1.5x below) or another draw order is far outside that.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 import hypernet as hn
 from hypernet import init as hinit
 
-TIGHT = {"rtol": 1e-6, "atol": 0.0}
+TIGHT: dict[str, Any] = {"rtol": 1e-6, "atol": 0.0}
 
 
 def _spec() -> hn.ParamSpec:
@@ -75,9 +76,11 @@ def test_init_hidden_is_he_normal(init: str, fans: tuple[int, int]) -> None:
     # He with ReLU gain: std = sqrt(2 / fan), fan-in (3, then 7) for hyperfan, fan-out (7, then 5) for MIP
     first = _normal((7, 3), math.sqrt(2.0 / fans[0]))
     second = _normal((5, 7), math.sqrt(2.0 / fans[1]))
+    inner = layers[2]
+    assert isinstance(layers[0], nn.Linear) and isinstance(inner, nn.Sequential) and isinstance(inner[0], nn.Linear)
     torch.testing.assert_close(layers[0].weight, first, **TIGHT)
-    torch.testing.assert_close(layers[2][0].weight, second, **TIGHT)
-    assert not layers[0].bias.any() and not layers[2][0].bias.any()
+    torch.testing.assert_close(inner[0].weight, second, **TIGHT)
+    assert not layers[0].bias.any() and not inner[0].bias.any()
 
 
 def test_default_leaves_everything_alone() -> None:

@@ -79,7 +79,7 @@ class _Shapes(TorchDispatchMode):
 
 
 def _per_sample_matrices(model: hn.HyperModel, batch: int) -> set[tuple[int, ...]]:
-    shapes = set()
+    shapes: set[tuple[int, ...]] = set()
     for info in model.target.spec.tensors:
         if len(info.shape) == 2:
             o, i = info.shape

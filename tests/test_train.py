@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from hypernet.train import CheckpointError, TrainConfig, TrainingDiverged, load_
 from hypernet.train.checkpoint import list_checkpoints
 from hypernet.train.metrics import read_metrics
 
+Step = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
-def _problem(seed: int = 0) -> tuple[nn.Module, callable]:  # type: ignore[valid-type]
+
+def _problem(seed: int = 0) -> tuple[nn.Module, Step]:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.1), nn.Linear(8, 1))
     w = torch.tensor([[1.0], [-2.0], [0.5]])
