@@ -49,6 +49,8 @@ from common import exec_with_malloc_trim, interleaved_medians, interleaved_sampl
 
 NUM_TASKS, EMB, HIDDEN, BATCH = 10, 8, 64, 128
 LOOP_ROUNDS_UP_TO = 32  # above this B, the per-sample loop (seconds per call) is timed by one call
+#: the parts of a shared training step, timed one by one (medians over the timed calls)
+PHASES = ("zero_grad", "forward", "backward", "optimizer")
 LENET_SHAPES = [[10, 1, 5, 5], [10], [20, 10, 5, 5], [20], [50, 320], [50], [10, 50], [10]]
 
 # --------------------------------------------------------------------------------------------
@@ -208,31 +210,51 @@ def shared_rows(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
     steps: dict[str, Callable[[], None]] = {}
     notes: dict[str, str] = {}
     params: dict[str, int] = {}
+    phases: dict[str, dict[str, list[float]]] = {}  # seconds of each part of each step, per library
     for name, cls in SHARED.items():
         try:
             torch.manual_seed(0)
             model = cls(sizes)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             counter = [0]
+            parts: dict[str, list[float]] = {p: [] for p in PHASES}
 
-            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt, counter: list[int] = counter) -> None:
+            def step(
+                model: nn.Module = model,
+                opt: torch.optim.Optimizer = opt,
+                counter: list[int] = counter,
+                parts: dict[str, list[float]] = parts,
+            ) -> None:
                 counter[0] += 1
+                t0 = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x, counter[0] % NUM_TASKS), y).backward()
+                t1 = time.perf_counter()
+                loss = F.cross_entropy(model(x, counter[0] % NUM_TASKS), y)
+                t2 = time.perf_counter()
+                loss.backward()
+                t3 = time.perf_counter()
                 opt.step()
+                t4 = time.perf_counter()
+                for part, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    parts[part].append(seconds)
 
             step()  # any failure shows here, not in the timing
-            steps[name] = step
+            steps[name], phases[name] = step, parts
             params[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         except Exception as exc:  # a peer that cannot run this: the table says why
             notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    for parts in phases.values():  # only the calls of the timed rounds (after the warm-up call below)
+        for v in parts.values():
+            v.clear()
     # a shuffled visiting order per round: no library always runs first (or right after the same one)
     rounds = interleaved_samples(steps, repeat=repeat, seed=0)
     times = {name: statistics.median(v) for name, v in rounds.items()}
+    # the warm-up call of interleaved_samples is the first of each list: left out
+    phase_medians = {name: {p: statistics.median(v[1:]) for p, v in parts.items()} for name, parts in phases.items()}
     mem = {name: peak_growth(fn) for name, fn in steps.items()}
     return {"target": "-".join(map(str, sizes)), "seconds": times, "round_seconds": rounds,
-            "ratio_quartiles": ratio_quartiles(rounds), "peak_growth_bytes": mem, "notes": notes,
-            "trainable_parameters": params}  # fmt: skip
+            "ratio_quartiles": ratio_quartiles(rounds), "phase_seconds": phase_medians, "peak_growth_bytes": mem,
+            "notes": notes, "trainable_parameters": params}  # fmt: skip
 
 
 def ratio_quartiles(rounds: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -382,6 +404,18 @@ def _shared_table(result: dict[str, Any]) -> list[str]:
         lines.append(f"| {row['target']} | {_ms_spread(row)} | {' | '.join(cells)} | {mems} |")
     notes = {f"{p} ({row['target']}): {n}" for row in result["shared"] for p, n in row["notes"].items()}
     lines += [f"- {n}" for n in sorted(notes)]
+    lines += [
+        "",
+        "Where the step goes: median ms of each part over the timed steps (Adam = `optimizer.step()`)",
+        "",
+        "| target | library | zero_grad | forward | backward | Adam | Adam share |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["shared"]:
+        for name, parts in row.get("phase_seconds", {}).items():
+            ms = [parts[p] * 1e3 for p in PHASES]
+            text = " | ".join(f"{v:.1f}" for v in ms)
+            lines.append(f"| {row['target']} | {name} | {text} | {ms[-1] / sum(ms):.0%} |")
     return lines
 
 
