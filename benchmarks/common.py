@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -26,17 +27,29 @@ def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 2, min_
     return statistics.median(samples)
 
 
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeat: int = 7, min_time: float = 0.05, slow: set[str] | None = None
-) -> dict[str, float]:
-    """Median seconds per call of each function, sampled round-robin so that a drifting machine
-    (clock, other load) affects every path alike. Paths in `slow` get one call per sample."""
+def interleaved_samples(
+    fns: Mapping[str, Callable[[], object]],
+    repeat: int = 7,
+    min_time: float = 0.05,
+    slow: set[str] | None = None,
+    seed: int | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of `repeat` rounds, sampled round-robin so that a
+    drifting machine (clock, other load) affects every path alike; sample `i` of every path comes
+    from round `i`, so ratios can be taken round by round. With `seed`, each round visits the paths
+    in an order shuffled by `random.Random(seed)` (no path always first). Paths in `slow` get one
+    call per sample."""
     slow = slow or set()
+    rng = random.Random(seed) if seed is not None else None
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        for name, fn in fns.items():
+        order = list(fns)
+        if rng is not None:
+            rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             n, start = 0, time.perf_counter()
             while True:
                 fn()
@@ -45,6 +58,14 @@ def interleaved_medians(
                 if elapsed >= min_time or name in slow:
                     break
             samples[name].append(elapsed / n)
+    return samples
+
+
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], object]], repeat: int = 7, min_time: float = 0.05, slow: set[str] | None = None
+) -> dict[str, float]:
+    """Median over the rounds of `interleaved_samples` (seconds per call of each function)."""
+    samples = interleaved_samples(fns, repeat=repeat, min_time=min_time, slow=slow)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 

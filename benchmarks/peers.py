@@ -9,7 +9,10 @@
    limit. hyperlight holds one weight set per forward, so it has no per-sample path.
 
 Times are medians of round-robin rounds (every path sampled in turn, so machine drift hits all
-alike); figures are ratios to hypernet in the same run. Peak memory is the growth of this
+alike); figures are ratios to hypernet in the same run. The shared step visits the libraries in a
+shuffled order each round and gives, for each, the median and the interquartile range over the
+rounds of its time / hypernet's time in the same round: the range is the noise of the comparison
+(`round_seconds` in the JSON holds every sample). Peak memory is the growth of this
 process's peak resident set during one step (Linux `clear_refs` resets the peak; glibc is told to
 give large blocks back to the system, so each step's peak is its own). The load average is
 recorded: the machine is shared.
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -41,10 +45,12 @@ from torch import Tensor, nn
 
 import hypernet as hn
 
-from common import exec_with_malloc_trim, interleaved_medians, peak_growth
+from common import exec_with_malloc_trim, interleaved_medians, interleaved_samples, peak_growth
 
 NUM_TASKS, EMB, HIDDEN, BATCH = 10, 8, 64, 128
 LOOP_ROUNDS_UP_TO = 32  # above this B, the per-sample loop (seconds per call) is timed by one call
+#: the parts of a shared training step, timed one by one (medians over the timed calls)
+PHASES = ("zero_grad", "forward", "backward", "optimizer")
 LENET_SHAPES = [[10, 1, 5, 5], [10], [20, 10, 5, 5], [20], [50, 320], [50], [10, 50], [10]]
 
 # --------------------------------------------------------------------------------------------
@@ -204,28 +210,64 @@ def shared_rows(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
     steps: dict[str, Callable[[], None]] = {}
     notes: dict[str, str] = {}
     params: dict[str, int] = {}
+    phases: dict[str, dict[str, list[float]]] = {}  # seconds of each part of each step, per library
     for name, cls in SHARED.items():
         try:
             torch.manual_seed(0)
             model = cls(sizes)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             counter = [0]
+            parts: dict[str, list[float]] = {p: [] for p in PHASES}
 
-            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt, counter: list[int] = counter) -> None:
+            def step(
+                model: nn.Module = model,
+                opt: torch.optim.Optimizer = opt,
+                counter: list[int] = counter,
+                parts: dict[str, list[float]] = parts,
+            ) -> None:
                 counter[0] += 1
+                t0 = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x, counter[0] % NUM_TASKS), y).backward()
+                t1 = time.perf_counter()
+                loss = F.cross_entropy(model(x, counter[0] % NUM_TASKS), y)
+                t2 = time.perf_counter()
+                loss.backward()
+                t3 = time.perf_counter()
                 opt.step()
+                t4 = time.perf_counter()
+                for part, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    parts[part].append(seconds)
 
             step()  # any failure shows here, not in the timing
-            steps[name] = step
+            steps[name], phases[name] = step, parts
             params[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         except Exception as exc:  # a peer that cannot run this: the table says why
             notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    times = interleaved_medians(steps, repeat=repeat)
+    for parts in phases.values():  # only the calls of the timed rounds (after the warm-up call below)
+        for v in parts.values():
+            v.clear()
+    # a shuffled visiting order per round: no library always runs first (or right after the same one)
+    rounds = interleaved_samples(steps, repeat=repeat, seed=0)
+    times = {name: statistics.median(v) for name, v in rounds.items()}
+    # the warm-up call of interleaved_samples is the first of each list: left out
+    phase_medians = {name: {p: statistics.median(v[1:]) for p, v in parts.items()} for name, parts in phases.items()}
     mem = {name: peak_growth(fn) for name, fn in steps.items()}
-    return {"target": "-".join(map(str, sizes)), "seconds": times, "peak_growth_bytes": mem, "notes": notes,
-            "trainable_parameters": params}  # fmt: skip
+    return {"target": "-".join(map(str, sizes)), "seconds": times, "round_seconds": rounds,
+            "ratio_quartiles": ratio_quartiles(rounds), "phase_seconds": phase_medians, "peak_growth_bytes": mem,
+            "notes": notes, "trainable_parameters": params}  # fmt: skip
+
+
+def ratio_quartiles(rounds: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Quartiles [q1, median, q3] over the rounds of each path's time / hypernet's time in the same
+    round: the median is the figure, q1..q3 the noise of that comparison on this machine."""
+    if "hypernet" not in rounds:
+        return {}
+    base = rounds["hypernet"]
+    out = {}
+    for name, seconds in rounds.items():
+        ratios = [s / b for s, b in zip(seconds, base, strict=True)]
+        out[name] = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +388,9 @@ def render(result: dict[str, Any]) -> str:
 def _shared_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "Shared weights, task-conditioned training step (batch 128, Adam); time of each library / hypernet's "
-        "(> 1: hypernet faster), peak MB = growth of the resident set during one step",
+        "Shared weights, task-conditioned training step (batch 128, Adam); each library's time / hypernet's in the "
+        "same round (> 1: hypernet faster), median over the rounds (interquartile range in brackets); hypernet ms "
+        "= median (q1-q3); peak MB = growth of the resident set during one step",
         "",
         "| target | hypernet ms | hyperlight | hypnettorch | hyper-nn | peak MB: hypernet / hyperlight / hypnettorch / "
         "hyper-nn |",
@@ -356,12 +399,35 @@ def _shared_table(result: dict[str, Any]) -> list[str]:
     for row in result["shared"]:
         s, m = row["seconds"], row["peak_growth_bytes"]
         peers = ["hyperlight", "hypnettorch", "hyper-nn"]
-        cells = [_ratio(s, p) if p in s else "fails" for p in peers]
+        cells = [_ratio_spread(row, p) if p in s else "fails" for p in peers]
         mems = " / ".join(_mb(m, p) for p in ["hypernet", *peers])
-        lines.append(f"| {row['target']} | {s['hypernet'] * 1e3:.2f} | {' | '.join(cells)} | {mems} |")
+        lines.append(f"| {row['target']} | {_ms_spread(row)} | {' | '.join(cells)} | {mems} |")
     notes = {f"{p} ({row['target']}): {n}" for row in result["shared"] for p, n in row["notes"].items()}
     lines += [f"- {n}" for n in sorted(notes)]
+    lines += [
+        "",
+        "Where the step goes: median ms of each part over the timed steps (Adam = `optimizer.step()`)",
+        "",
+        "| target | library | zero_grad | forward | backward | Adam | Adam share |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["shared"]:
+        for name, parts in row.get("phase_seconds", {}).items():
+            ms = [parts[p] * 1e3 for p in PHASES]
+            text = " | ".join(f"{v:.1f}" for v in ms)
+            lines.append(f"| {row['target']} | {name} | {text} | {ms[-1] / sum(ms):.0%} |")
     return lines
+
+
+def _ratio_spread(row: dict[str, Any], name: str) -> str:
+    q1, median, q3 = row["ratio_quartiles"][name]
+    return f"{median:.2f}x ({q1:.2f}-{q3:.2f})"
+
+
+def _ms_spread(row: dict[str, Any]) -> str:
+    rounds = row["round_seconds"]["hypernet"]
+    q1, median, q3 = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else rounds * 3
+    return f"{median * 1e3:.1f} ({q1 * 1e3:.0f}-{q3 * 1e3:.0f})"
 
 
 def _per_sample_table(result: dict[str, Any]) -> list[str]:

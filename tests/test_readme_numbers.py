@@ -321,14 +321,29 @@ def test_rotation_widths_setup_and_grid() -> None:
 
 
 def test_peers_tables_are_the_committed_runs() -> None:
-    """The two peers tables are the `table` text `benchmarks/peers.py` wrote into its JSON files, verbatim
-    (the full run with its load line; the one-thread shared run from its first table row on)."""
+    """The peers tables are the `table` text `benchmarks/peers.py` wrote into its JSON files, verbatim
+    (the full run with its load line; the one-thread shared run from its first table on: the ratios
+    with their interquartile ranges, and where each library's step goes)."""
     section = _section("## Beside the other libraries")
     full = _json(BENCH / "peers.json")
     assert full["table"] in section
     shared = _json(BENCH / "peers_shared.json")
-    rows = [line for line in shared["table"].splitlines() if line.startswith("| 784")]
-    assert len(rows) == 2 and all(row in section for row in rows)
+    table = shared["table"]
+    assert table[table.index("Shared weights, task-conditioned") :] in section
+    rows = [line for line in table.splitlines() if line.startswith("| 784")]
+    libraries = len(shared["shared"][0]["seconds"])
+    assert len(rows) == 2 * (1 + libraries), f"expected the ratio rows and {libraries} phase rows per target"
+    # the prose: the range of the peers' medians, each target's span of interquartile ranges, and
+    # "every range holds 1.00x" (a rerun that breaks it must change the prose)
+    quartiles = {
+        row["target"]: {k: v for k, v in row["ratio_quartiles"].items() if k != "hypernet"} for row in shared["shared"]
+    }
+    medians = [q[1] for by_peer in quartiles.values() for q in by_peer.values()]
+    assert f"medians lie between {min(medians):.2f}x and {max(medians):.2f}x" in section
+    for target, by_peer in quartiles.items():
+        low, high = min(q[0] for q in by_peer.values()), max(q[2] for q in by_peer.values())
+        assert f"{low:.2f} to {high:.2f} on {target}" in section
+        assert all(q[0] <= 1.0 <= q[2] for q in by_peer.values()), f"{target}: a range excludes 1.00x"
     # the prose's trainable-parameter counts are those of both runs, every library alike
     for run in (full, shared):
         for row in run["shared"]:
