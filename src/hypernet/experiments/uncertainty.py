@@ -60,6 +60,9 @@ class UncertaintyConfig:
     eval_members: int = setting(20, "hypernetwork draws and MC-dropout passes at evaluation", ge=2)
     noise_dim: int = setting(8, "hypernetwork: size of the noise input", ge=1)
     hyper_hidden: tuple[int, ...] = setting((32,), "hypernetwork: hidden widths", ge=1)
+    hyper_rank: int = setting(
+        0, "hypernetwork: 0 generates every weight whole; r >= 1: each matrix W0 + U V^T of rank r", ge=0
+    )
     prior_scale: float = setting(1.0, "prior std times sqrt(fan-in) of each weight tensor", gt=0)
     kl_weight: float = setting(0.001, "beta: weight of the KL term (1: the evidence lower bound)", ge=0)
     ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
@@ -125,6 +128,8 @@ def evaluate(
     probs = {name: _member_probs(member_fn, x) for name, x in sets.items()}
     mean = {name: p.mean(0) for name, p in probs.items()}
     entropy = {name: cal.entropy_of_probs(p) for name, p in mean.items()}
+    # the epistemic part of the entropy (zero for one member: no score, no AUROC)
+    mutual = {name: cal.mutual_information(p) for name, p in probs.items()}
     bins_ = cal.reliability_bins(mean["test"], data.y_test, bins)
     out: dict[str, Any] = {
         "accuracy": float((mean["test"].argmax(-1) == data.y_test).double().mean()),
@@ -137,8 +142,11 @@ def evaluate(
         out[f"entropy_{name}"] = float(entropy[name].mean())
         if probs[name].shape[0] > 1:
             out[f"disagreement_{name}"] = cal.mean_pairwise_disagreement(probs[name])
+            out[f"mi_{name}"] = float(mutual[name].mean())
     for name in data.ood:
         out[f"auroc_{name}"] = cal.auroc(entropy["test"], entropy[name])
+        if probs[name].shape[0] > 1:
+            out[f"mi_auroc_{name}"] = cal.auroc(mutual["test"], mutual[name])
     return out, {name: e.numpy() for name, e in entropy.items()}
 
 
@@ -153,10 +161,20 @@ def _batches(
 
 
 def run_seed(
-    cfg: UncertaintyConfig, ctx: RunContext, seed: int, timer: PhaseTimer
+    cfg: UncertaintyConfig,
+    ctx: RunContext,
+    seed: int,
+    timer: PhaseTimer,
+    data: Splits | None = None,
+    methods: tuple[str, ...] = METHODS,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Train and evaluate every method for one seed: its metrics, and its entropies (for the figure)."""
-    data = load_splits(cfg, seed)
+    """Train and evaluate `methods` for one seed: their metrics, and their entropies (for the
+    figure). `data`: the splits to train and evaluate on (default: `load_splits(cfg, seed)`; the
+    tuning script passes a validation split)."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods: unknown {sorted(unknown)}; expected some of {METHODS}")
+    data = load_splits(cfg, seed) if data is None else data
     d_in, device = data.x_train.shape[1], ctx.device
     draw = _batches(data, cfg, device)
     tc = TrainConfig(
@@ -174,67 +192,68 @@ def run_seed(
         cost = timer.train(phase, lambda: ctx.train(phase, net, list(net.parameters()), step, tc, generator=gen))
         return float(cost["wall_s"])
 
-    # single network
-    torch.manual_seed(seed * 1000)
-    single = _target(d_in, cfg.hidden).to(device)
-    seconds = fit_net(f"s{seed}-single", single, 0)
-    single.eval()
-    results["single"], entropies["single"] = evaluate(
-        lambda x: single(x.to(device)).unsqueeze(0).cpu(), data, cfg.ece_bins
-    )
-    results["single"].update(trainable_parameters=_params(single), train_seconds=seconds)
+    if "single" in methods:
+        torch.manual_seed(seed * 1000)
+        single = _target(d_in, cfg.hidden).to(device)
+        seconds = fit_net(f"s{seed}-single", single, 0)
+        single.eval()
+        results["single"], entropies["single"] = evaluate(
+            lambda x: single(x.to(device)).unsqueeze(0).cpu(), data, cfg.ece_bins
+        )
+        results["single"].update(trainable_parameters=_params(single), train_seconds=seconds)
 
-    # MC dropout: dropout kept on at evaluation, eval_members passes
-    torch.manual_seed(seed * 1000 + 1)
-    drop = _target(d_in, cfg.hidden, cfg.dropout).to(device)
-    seconds = fit_net(f"s{seed}-mc-dropout", drop, 1)
-    drop.train()
-    torch.manual_seed(seed * 1000 + 101)  # the evaluation's dropout masks
-    results["mc-dropout"], entropies["mc-dropout"] = evaluate(
-        lambda x: torch.stack([drop(x.to(device)) for _ in range(cfg.eval_members)]).cpu(), data, cfg.ece_bins
-    )
-    drop.eval()
-    results["mc-dropout"].update(trainable_parameters=_params(drop), train_seconds=seconds)
+    if "mc-dropout" in methods:  # dropout kept on at evaluation, eval_members passes
+        torch.manual_seed(seed * 1000 + 1)
+        drop = _target(d_in, cfg.hidden, cfg.dropout).to(device)
+        seconds = fit_net(f"s{seed}-mc-dropout", drop, 1)
+        drop.train()
+        torch.manual_seed(seed * 1000 + 101)  # the evaluation's dropout masks
+        results["mc-dropout"], entropies["mc-dropout"] = evaluate(
+            lambda x: torch.stack([drop(x.to(device)) for _ in range(cfg.eval_members)]).cpu(), data, cfg.ece_bins
+        )
+        drop.eval()
+        results["mc-dropout"].update(trainable_parameters=_params(drop), train_seconds=seconds)
 
-    # deep ensemble: independent initialisations and batch orders
-    members = []
-    seconds = 0.0
-    for m in range(cfg.ensemble_size):
-        torch.manual_seed(seed * 1000 + 10 + m)
-        net = _target(d_in, cfg.hidden).to(device)
-        seconds += fit_net(f"s{seed}-ensemble-{m}", net, 10 + m)
-        members.append(net.eval())
-    results["deep-ensemble"], entropies["deep-ensemble"] = evaluate(
-        lambda x: torch.stack([net(x.to(device)) for net in members]).cpu(), data, cfg.ece_bins
-    )
-    results["deep-ensemble"].update(trainable_parameters=sum(_params(n) for n in members), train_seconds=seconds)
+    if "deep-ensemble" in methods:  # independent initialisations and batch orders
+        members = []
+        seconds = 0.0
+        for m in range(cfg.ensemble_size):
+            torch.manual_seed(seed * 1000 + 10 + m)
+            net = _target(d_in, cfg.hidden).to(device)
+            seconds += fit_net(f"s{seed}-ensemble-{m}", net, 10 + m)
+            members.append(net.eval())
+        results["deep-ensemble"], entropies["deep-ensemble"] = evaluate(
+            lambda x: torch.stack([net(x.to(device)) for net in members]).cpu(), data, cfg.ece_bins
+        )
+        results["deep-ensemble"].update(trainable_parameters=sum(_params(n) for n in members), train_seconds=seconds)
 
-    # the hypernetwork: the implicit posterior, train_members draws per step
-    torch.manual_seed(seed * 1000 + 2)
-    bayes = BayesianHyperNetwork(
-        hn.TargetNetwork(_target(d_in, cfg.hidden)),
-        noise_dim=cfg.noise_dim,
-        hidden=cfg.hyper_hidden,
-        prior_scale=cfg.prior_scale,
-        kl_weight=cfg.kl_weight,
-    ).to(device)
-    n_data = len(data.y_train)
+    if "hypernet" in methods:  # the implicit posterior, train_members draws per step
+        torch.manual_seed(seed * 1000 + 2)
+        bayes = BayesianHyperNetwork(
+            hn.TargetNetwork(_target(d_in, cfg.hidden)),
+            noise_dim=cfg.noise_dim,
+            hidden=cfg.hyper_hidden,
+            prior_scale=cfg.prior_scale,
+            kl_weight=cfg.kl_weight,
+            rank=cfg.hyper_rank,
+        ).to(device)
+        n_data = len(data.y_train)
 
-    def bayes_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        x, y = draw(g)
-        return bayes.loss(x, y, n_data, cfg.train_members, g)
+        def bayes_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            x, y = draw(g)
+            return bayes.loss(x, y, n_data, cfg.train_members, g)
 
-    phase = f"s{seed}-hypernet"
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
-    seconds = timer.train(
-        phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
-    )["wall_s"]
-    with torch.no_grad():
-        weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
-    results["hypernet"], entropies["hypernet"] = evaluate(
-        lambda x: bayes.ensemble_logits(x.to(device), weights).cpu(), data, cfg.ece_bins
-    )
-    results["hypernet"].update(trainable_parameters=bayes.num_trainable(), train_seconds=seconds)
+        phase = f"s{seed}-hypernet"
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
+        seconds = timer.train(
+            phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
+        )["wall_s"]
+        with torch.no_grad():
+            weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
+        results["hypernet"], entropies["hypernet"] = evaluate(
+            lambda x: bayes.ensemble_logits(x.to(device), weights).cpu(), data, cfg.ece_bins
+        )
+        results["hypernet"].update(trainable_parameters=bayes.num_trainable(), train_seconds=seconds)
     return results, entropies
 
 
