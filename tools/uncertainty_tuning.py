@@ -2,7 +2,9 @@
 validation split of MNIST's TRAINING split, never on the test split or its OOD sets.
 
     OMP_NUM_THREADS=1 flock /work/notes/cpu.lock nice -n 5 .venv/bin/python tools/uncertainty_tuning.py \\
-        --data-dir /work/shared/datasets/mnist --out docs/results/uncertainty-tuning.json
+        --data-dir /work/shared/datasets/mnist --out docs/results/uncertainty-tuning.json --method mc-dropout
+    (then --method hypernet --rows 0-3 and --rows 4-7: each part fits the shared lock's ~10 minutes;
+    the parts merge into one file, and the choice is written once a method's grid is complete)
 
 Validation: 5,000 training images of digits 0-4 held out (a fixed permutation); the models train
 on the other training images of digits 0-4 with the experiment's schedule. Two OOD proxies, both
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -83,7 +86,8 @@ def choose(rows: list[dict[str, Any]]) -> int:
     return max(eligible, key=lambda i: rows[i]["score"])
 
 
-def tune(data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str, Any]]) -> dict[str, Any]:
+def tune(data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train and evaluate `method` at each setting of `grid` on the validation splits."""
     rows = []
     for setting in grid:
         cfg = dataclasses.replace(base, **setting)
@@ -100,16 +104,27 @@ def tune(data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str
             f"mi {metrics['mi_auroc_digits59']:.4f}/{metrics['mi_auroc_flipped']:.4f} ({row['seconds']:.0f} s)",
             flush=True,
         )
-    chosen = choose(rows)
-    return {"grid": rows, "chosen": chosen, "chosen_setting": rows[chosen]["setting"]}
+    return rows
+
+
+GRIDS = {"mc-dropout": DROPOUT_GRID, "hypernet": HYPERNET_GRID}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST files")
-    parser.add_argument("--out", type=Path, required=True, help="the result file (JSON)")
+    parser.add_argument("--out", type=Path, required=True, help="the result file (JSON; parts are merged into it)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps (the experiment's: 1500)")
+    parser.add_argument("--method", choices=sorted(GRIDS), required=True, help="whose grid to run")
+    parser.add_argument(
+        "--rows", default="", help="run only these grid rows, e.g. 0-3 (the runs fit the shared lock's ~10 min)"
+    )
     args = parser.parse_args(argv)
+    grid = GRIDS[args.method]
+    lo, hi = (int(v) for v in args.rows.split("-")) if args.rows else (0, len(grid) - 1)
+    if not 0 <= lo <= hi < len(grid):
+        print(f"--rows: expected a range within 0-{len(grid) - 1}, got {args.rows!r}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     start = time.perf_counter()
     data = validation_splits(args.data_dir)
@@ -117,26 +132,32 @@ def main(argv: list[str] | None = None) -> int:
     base = UncertaintyConfig(
         data="mnist", data_dir=args.data_dir, steps=args.steps, dropout=0.25, kl_weight=0.001, hyper_rank=0
     )
-    out = {
-        "command": "python " + " ".join(["tools/uncertainty_tuning.py", *(argv or sys.argv[1:])]),
-        "rule": (
+    rows = tune(data, base, args.method, grid[lo : hi + 1])
+    out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    out.update(
+        rule=(
             "highest mean validation AUROC over the 2 OOD proxies and the 2 scores (entropy, mutual "
             f"information), among settings with validation NLL <= {NLL_SLACK} x the method's best"
         ),
-        "seed": SEED,
-        "images": {
-            "train": len(data.y_train),
-            "validation": len(data.y_test),
-            **{k: len(v) for k, v in data.ood.items()},
-        },
-        "base": dataclasses.asdict(base),
-        "mc-dropout": tune(data, base, "mc-dropout", DROPOUT_GRID),
-        "hypernet": tune(data, base, "hypernet", HYPERNET_GRID),
-    }
-    out["seconds"] = time.perf_counter() - start
+        seed=SEED,
+        images={"train": len(data.y_train), "validation": len(data.y_test), **{k: len(v) for k, v in data.ood.items()}},
+        base=dataclasses.asdict(base),
+    )
+    part = out.setdefault(args.method, {"grid": [None] * len(grid), "parts": []})
+    part["grid"][lo : hi + 1] = rows
+    part["parts"].append(
+        {
+            "command": " ".join(["python tools/uncertainty_tuning.py", *(sys.argv[1:] if argv is None else argv)]),
+            "rows": [lo, hi],
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    if all(part["grid"]):
+        part["chosen"] = choose(part["grid"])
+        part["chosen_setting"] = part["grid"][part["chosen"]]["setting"]
+        print(f"chosen for {args.method}: {part['chosen_setting']}")
     write_json(args.out, out)
-    print(f"chosen: hypernet {out['hypernet']['chosen_setting']}, mc-dropout {out['mc-dropout']['chosen_setting']}")
-    print(f"{out['seconds']:.0f} s")
+    print(f"{time.perf_counter() - start:.0f} s")
     return 0
 
 
