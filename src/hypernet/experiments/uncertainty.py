@@ -63,6 +63,9 @@ class UncertaintyConfig:
     eval_members: int = setting(20, "hypernetwork draws and MC-dropout passes at evaluation", ge=2)
     noise_dim: int = setting(8, "hypernetwork: size of the noise input", ge=1)
     hyper_hidden: tuple[int, ...] = setting((32,), "hypernetwork: hidden widths", ge=1)
+    hyper_generate: Literal["all", "last"] = setting(
+        "all", "hypernetwork: generate every weight, or only the last layer's (the first then a point estimate)"
+    )
     hyper_rank: int = setting(
         0, "hypernetwork: 0 generates every weight whole; r >= 1: each matrix W0 + U V^T of rank r", ge=0
     )
@@ -232,8 +235,11 @@ def run_seed(
 
     if "hypernet" in methods:  # the implicit posterior, train_members draws per step
         torch.manual_seed(seed * 1000 + 2)
+        net = _target(d_in, cfg.hidden)
+        # "last": only the output layer is random (a last-layer posterior), the hidden layer a trained point
+        generate = None if cfg.hyper_generate == "all" else str(len(net) - 1)
         bayes = BayesianHyperNetwork(
-            hn.TargetNetwork(_target(d_in, cfg.hidden)),
+            hn.TargetNetwork(net, generate=generate),
             noise_dim=cfg.noise_dim,
             hidden=cfg.hyper_hidden,
             prior_scale=cfg.prior_scale,

@@ -35,6 +35,13 @@ weight-norm scales); rank-1 multiplicative posteriors around shared weights are 
 "Efficient and Scalable Bayesian Neural Nets with Rank-1 Factors", ICML 2020. The objective is
 unchanged: prior and entropy act on the dense `θ`.
 
+Only some weights random (`TargetNetwork(module, generate=...)`, e.g. the last layer): `q` and the
+prior then cover the generated weights alone and the others are trained point estimates; a
+posterior over the last layer alone already removes a ReLU network's asymptotic overconfidence far
+from the data (Kristiadi, Hein & Hennig, "Being Bayesian, Even Just a Bit, Fixes Overconfidence in
+ReLU Networks", ICML 2020), and the entropy estimate works in `d` = the last layer's size instead
+of every weight's.
+
 The ensemble: `K` members `θ_k = h(z_k)` sampled at once, `[K, P]`, and all of them applied to a
 batch in ONE call of the target with per-sample weights (`x` expanded to `[K, B, d]`, one weight
 set per leading index: `bmm` in the batched engine), no Python loop over members.
