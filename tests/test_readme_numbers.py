@@ -570,6 +570,15 @@ def test_uncertainty_tables_are_uncertainty_json() -> None:
     assert chosen is not None
     for cell, m in zip(chosen.groups(), ("hypernet", "mc-dropout")):
         _check(cell, tuning[m]["grid"][tuning[m]["chosen"]]["score"], f"uncertainty tuning {m} chosen score")
+    checked = re.search(r"hypernetwork scores (\d+\.\d+) ± (\d+\.\d+) and MC dropout (\d+\.\d+) ± (\d+\.\d+)", text)
+    assert checked is not None
+    for cells, m in ((checked.groups()[:2], "hypernet"), (checked.groups()[2:], "mc-dropout")):
+        check = tuning[m]["seed_check"]
+        assert check["seeds"] == [100, 101, 102] and check["rows"][0]["setting"] == tuning[m]["chosen_setting"]
+        _mean_sd(" ± ".join(cells), check["score_mean"], check["score_std"], f"uncertainty seed check {m}")
+    extra = re.search(r"the seed check took another (\d+) s", text)
+    seconds = sum(tuning[m]["seed_check"]["seconds"] for m in ("hypernet", "mc-dropout"))
+    assert extra is not None and int(extra[1]) == round(seconds)
     ratio = re.search(r"has (\d+) times the trainable parameters", text)
     assert ratio is not None
     _check(ratio[1], hyper["trainable_parameters"] / models["single"]["trainable_parameters"], "parameter ratio")

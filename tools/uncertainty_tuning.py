@@ -6,6 +6,8 @@ validation split of MNIST's TRAINING split, never on the test split or its OOD s
     (then --method hypernet --rows 0-3, 4-7, 8-10, and --method mc-dropout --rows 8-10: each part fits
     the shared lock's ~10 minutes;
     the parts merge into one file, and the choice is written once a method's grid is complete)
+    --method hypernet --check-seeds 101,102 (and the same for mc-dropout), after the choice: the
+    chosen setting at two more seeds, to see how much of its validation score is the seed's
 
 Validation: 5,000 training images of digits 0-4 held out (a fixed permutation); the models train
 on the other training images of digits 0-4 with the experiment's schedule. Two OOD proxies, both
@@ -99,17 +101,23 @@ def choose(rows: list[dict[str, Any]]) -> int:
     return max(eligible, key=lambda i: rows[i]["score"])
 
 
-def tune(data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Train and evaluate `method` at each setting of `grid` on the validation splits."""
+def tune(
+    data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str, Any]], seeds: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """Train and evaluate `method` at each setting of `grid` on the validation splits (at `SEED`, or
+    setting `i` at `seeds[i]`)."""
     rows = []
-    for setting in grid:
+    for i, setting in enumerate(grid):
+        seed = SEED if seeds is None else seeds[i]
         cfg = dataclasses.replace(base, **setting)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = RunContext(out=Path(tmp), seed=SEED, progress=False)
-            results, _ = run_seed(cfg, ctx, SEED, PhaseTimer(ctx), data=data, methods=(method,))
+            ctx = RunContext(out=Path(tmp), seed=seed, progress=False)
+            results, _ = run_seed(cfg, ctx, seed, PhaseTimer(ctx), data=data, methods=(method,))
         metrics = {k: v for k, v in results[method].items() if k != "reliability"}
         row = {"setting": setting, "score": score(metrics), "metrics": metrics, "seconds": time.perf_counter() - start}
+        if seeds is not None:
+            row["seed"] = seed
         rows.append(row)
         print(
             f"{method} {setting}: score {row['score']:.4f} nll {metrics['nll']:.4f} ece {metrics['ece']:.4f} "
@@ -123,6 +131,33 @@ def tune(data: Splits, base: UncertaintyConfig, method: str, grid: list[dict[str
 GRIDS = {"mc-dropout": DROPOUT_GRID, "hypernet": HYPERNET_GRID}
 
 
+def check_seeds(args: argparse.Namespace, seeds: list[int], argv: list[str] | None) -> int:
+    """The chosen setting of `args.method` at other seeds, stored as `seed_check` beside its grid."""
+    out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    part = out.get(args.method, {})
+    if "chosen_setting" not in part:
+        print(f"--check-seeds: {args.out} has no complete grid (no choice) for {args.method}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    data = validation_splits(args.data_dir)
+    # the grid's own base settings (its steps too: --steps does not apply here)
+    base = UncertaintyConfig(**{**out["base"], "hyper_hidden": tuple(out["base"]["hyper_hidden"])})
+    rows = tune(data, base, args.method, [part["chosen_setting"]] * len(seeds), seeds)
+    scores = [part["grid"][part["chosen"]]["score"], *(r["score"] for r in rows)]
+    part["seed_check"] = {
+        "command": " ".join(["python tools/uncertainty_tuning.py", *(sys.argv[1:] if argv is None else argv)]),
+        "rows": rows,
+        "seeds": [SEED, *seeds],
+        "score_mean": statistics.fmean(scores),
+        "score_std": statistics.stdev(scores),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(args.out, out)
+    check = part["seed_check"]
+    print(f"{args.method} score over seeds {check['seeds']}: {check['score_mean']:.4f} ± {check['score_std']:.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST files")
@@ -132,7 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rows", default="", help="run only these grid rows, e.g. 0-3 (the runs fit the shared lock's ~10 min)"
     )
+    parser.add_argument(
+        "--check-seeds",
+        default="",
+        help="after the choice: rerun the chosen setting at these seeds, e.g. 101,102 (how much of the "
+        "validation score is the seed's), without touching the grid or the choice",
+    )
     args = parser.parse_args(argv)
+    if args.check_seeds:
+        return check_seeds(args, [int(v) for v in args.check_seeds.split(",")], argv)
     grid = GRIDS[args.method]
     lo, hi = (int(v) for v in args.rows.split("-")) if args.rows else (0, len(grid) - 1)
     if not 0 <= lo <= hi < len(grid):
