@@ -4,8 +4,8 @@ validation split of MNIST's TRAINING split, never on the test split or its OOD s
     OMP_NUM_THREADS=1 flock /work/notes/cpu.lock nice -n 5 .venv/bin/python tools/uncertainty_tuning.py \\
         --data-dir /work/shared/datasets/mnist --out docs/results/uncertainty-tuning.json --method mc-dropout
     (then --method hypernet --rows 0-3, 4-7, 8-10, and --method mc-dropout --rows 8-10: each part fits
-    the shared lock's ~10 minutes;
-    the parts merge into one file, and the choice is written once a method's grid is complete)
+    the shared lock's ~10 minutes; the parts merge into one file, and the choice is written once a
+    method's grid is complete)
     --method hypernet --check-seeds 101,102 (and the same for mc-dropout), after the choice: the
     chosen setting at two more seeds, to see how much of its validation score is the seed's
 

@@ -56,7 +56,7 @@ class UncertaintyConfig:
     hidden: int = setting(100, "hidden width of the target network d -> hidden -> 5", ge=1)
     # dropout, kl_weight, hyper_rank, noise_dim, train_members: chosen on a validation split of the
     # training split (digits 0-4 held out; OOD proxies: training digits 5-9 and upside-down digits),
-    # 8 settings per method under one rule: tools/uncertainty_tuning.py, docs/results/uncertainty-tuning.json
+    # 11 settings per method under one rule: tools/uncertainty_tuning.py, docs/results/uncertainty-tuning.json
     dropout: float = setting(0.3, "MC dropout: dropout rate on the hidden layer", gt=0, lt=1)
     ensemble_size: int = setting(5, "members of the deep ensemble", ge=2)
     train_members: int = setting(5, "hypernetwork: weight draws per training step (the entropy estimate's K)", ge=2)
