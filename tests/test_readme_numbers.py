@@ -478,7 +478,15 @@ UNCERTAINTY_LABELS = {
     "deep ensemble": "deep-ensemble",
     "hypernetwork": "hypernet",
 }
-UNCERTAINTY_COLUMNS = ("accuracy", "nll", "ece", "auroc_heldout", "auroc_rotated")
+UNCERTAINTY_COLUMNS = (
+    "accuracy",
+    "nll",
+    "ece",
+    "auroc_heldout",
+    "auroc_rotated",
+    "mi_auroc_heldout",
+    "mi_auroc_rotated",
+)
 
 
 def _mean_sd(cell: str, mean: float, sd: float, what: str, scale: float = 1.0) -> None:
@@ -500,6 +508,9 @@ def test_uncertainty_tables_are_uncertainty_json() -> None:
     for label, *cells, params, seconds in rows:
         res = models[UNCERTAINTY_LABELS[label]]
         for key, cell in zip(UNCERTAINTY_COLUMNS, cells, strict=True):
+            if key not in res:  # the single network has no members, so no mutual information
+                assert cell == "-", f"uncertainty {label} {key}: expected '-', got {cell!r}"
+                continue
             _mean_sd(
                 cell, res[key], res[key + "_std"], f"uncertainty {label} {key}", 100.0 if key == "accuracy" else 1.0
             )
@@ -512,7 +523,8 @@ def test_uncertainty_tables_are_uncertainty_json() -> None:
         _mean_sd(cell, g["mean"], g["std"], f"uncertainty gap {key}", 100.0 if key == "accuracy" else 1.0)
     verdicts = re.search(
         r"AUROC on digits 5–9 (reached|not reached), AUROC on rotated digits (reached|not reached), "
-        r"ECE (reached|not reached)",
+        r"ECE (reached|not reached); by mutual information, AUROC on digits 5–9 (reached|not reached), "
+        r"AUROC on rotated digits (reached|not reached)",
         section.replace("\n", " "),
     )
     assert verdicts is not None, "README: the verdict sentence on the issue's bar against MC dropout"
@@ -521,6 +533,8 @@ def test_uncertainty_tables_are_uncertainty_json() -> None:
         crit["auroc_heldout_at_least_mc_dropout"],
         crit["auroc_rotated_at_least_mc_dropout"],
         crit["ece_at_most_mc_dropout"],
+        crit["mi_auroc_heldout_at_least_mc_dropout"],
+        crit["mi_auroc_rotated_at_least_mc_dropout"],
     ]
     assert [v == "reached" for v in verdicts.groups()] == flags
     wall = re.search(r"([\d,]+) s wall", section)
@@ -551,6 +565,71 @@ def test_uncertainty_tables_are_uncertainty_json() -> None:
     best = re.search(r"seed 2 reaches (\d+(?:\.\d+)?) on digits 5–9", text)
     assert best is not None and summary["seeds"][2] == 2
     _check(best[1], hyper["seeds"][2]["auroc_heldout"], "uncertainty seed 2 AUROC")
+    mutual = re.search(
+        r"mutual information on digits 5–9 is (\d+\.\d+) nats, against (\d+\.\d+) for MC dropout and "
+        r"(\d+\.\d+) for the deep ensemble.*?test digits \(mutual information (\d+\.\d+), against "
+        r"(\d+\.\d+) for the deep ensemble\)",
+        text,
+    )
+    assert mutual is not None
+    mc = models["mc-dropout"]
+    for cell, value in zip(
+        mutual.groups(), (hyper["mi_heldout"], mc["mi_heldout"], ens["mi_heldout"], hyper["mi_test"], ens["mi_test"])
+    ):
+        _check(cell, value, "uncertainty mean mutual information")
+    tuning = _json(RESULTS / "uncertainty-tuning.json")
+    total = re.search(r"([\d,]+) s of wall time in all", text)
+    parts = [p["seconds"] for m in ("hypernet", "mc-dropout") for p in tuning[m]["parts"]]
+    assert total is not None and int(total[1].replace(",", "")) == round(sum(parts))
+    chosen = re.search(r"scores above the chosen MC dropout \((\d+\.\d+) against (\d+\.\d+)", text)
+    assert chosen is not None
+    for cell, m in zip(chosen.groups(), ("hypernet", "mc-dropout")):
+        _check(cell, tuning[m]["grid"][tuning[m]["chosen"]]["score"], f"uncertainty tuning {m} chosen score")
+    checked = re.search(r"hypernetwork scores (\d+\.\d+) ± (\d+\.\d+) and MC dropout (\d+\.\d+) ± (\d+\.\d+)", text)
+    assert checked is not None
+    for cells, m in ((checked.groups()[:2], "hypernet"), (checked.groups()[2:], "mc-dropout")):
+        check = tuning[m]["seed_check"]
+        assert check["seeds"] == [100, 101, 102] and check["rows"][0]["setting"] == tuning[m]["chosen_setting"]
+        _mean_sd(" ± ".join(cells), check["score_mean"], check["score_std"], f"uncertainty seed check {m}")
+    extra = re.search(r"the seed check took another (\d+) s", text)
+    seconds = sum(tuning[m]["seed_check"]["seconds"] for m in ("hypernet", "mc-dropout"))
+    assert extra is not None and int(extra[1]) == round(seconds)
     ratio = re.search(r"has (\d+) times the trainable parameters", text)
     assert ratio is not None
     _check(ratio[1], hyper["trainable_parameters"] / models["single"]["trainable_parameters"], "parameter ratio")
+
+
+def test_uncertainty_tuning_table_is_its_json() -> None:
+    """The validation grid of tools/uncertainty_tuning.py as the README shows it, row by row in grid
+    order, and the chosen settings being the experiment's defaults in the full run."""
+    tuning = _json(RESULTS / "uncertainty-tuning.json")
+    section = _section("### Uncertainty: `uncertainty`")
+    rows = _table(section, "tuned")
+    grid = [("hypernetwork", r) for r in tuning["hypernet"]["grid"]] + [
+        ("MC dropout", r) for r in tuning["mc-dropout"]["grid"]
+    ]
+    assert len(rows) == len(grid)
+    for (method, entry), (label, setting, score, nll, ece) in zip(grid, rows, strict=True):
+        assert label.strip("*") == method
+        chosen = tuning["hypernet" if method == "hypernetwork" else "mc-dropout"]["chosen_setting"]
+        assert label.startswith("**") == (entry["setting"] == chosen), f"tuning row {setting}: bold marks the choice"
+        for key, value in entry["setting"].items():
+            word = {
+                "kl_weight": "β",
+                "dropout": "rate",
+                "hyper_rank": "rank",
+                "noise_dim": "noise",
+                "train_members": "draws",
+                "hyper_generate": "",
+            }[key]
+            text = f"{word} {value:g}" if isinstance(value, (int, float)) and word else str(value)
+            if key == "hyper_rank" and value == 0:
+                text = "all weights"
+            assert text in setting, f"tuning row {setting}: {key}={value}"
+        _check(score, entry["score"], f"tuning {setting} score")
+        _check(nll, entry["metrics"]["nll"], f"tuning {setting} NLL")
+        _check(ece, entry["metrics"]["ece"], f"tuning {setting} ECE")
+    cfg = _results("uncertainty")["config"]
+    for method in ("hypernet", "mc-dropout"):
+        for key, value in tuning[method]["chosen_setting"].items():
+            assert cfg[key] == value, f"the full run's {key} is not the tuned choice"

@@ -111,6 +111,40 @@ def test_nll_entropy_disagreement_by_hand() -> None:
     assert cal.mean_pairwise_disagreement(same) == 0.0
 
 
+def _mutual_information_loop(members: list[list[list[float]]]) -> list[float]:
+    """H[mean_k p_k] - mean_k H[p_k] per input, as the definition reads, in plain Python."""
+
+    def h(p: list[float]) -> float:
+        return -sum(q * math.log(q) for q in p if q > 0)
+
+    k = len(members)
+    out = []
+    for n in range(len(members[0])):
+        mean = [sum(members[j][n][c] for j in range(k)) / k for c in range(len(members[0][n]))]
+        out.append(h(mean) - sum(h(members[j][n]) for j in range(k)) / k)
+    return out
+
+
+def test_mutual_information_by_hand_and_against_a_loop() -> None:
+    # input 0: two sure members that disagree -> all of the entropy log 2 is epistemic;
+    # input 1: two members equally unsure ([0.5, 0.5] both) -> entropy log 2, mutual information 0;
+    # input 2: [1, 0] and [0.5, 0.5] -> H([0.75, 0.25]) - (0 + log 2) / 2
+    members = torch.tensor(
+        [[[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]], [[0.0, 1.0], [0.5, 0.5], [0.5, 0.5]]], dtype=torch.float64
+    )
+    mi = cal.mutual_information(members)
+    third = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) - math.log(2) / 2
+    assert mi.tolist() == pytest.approx([math.log(2), 0.0, third], abs=1e-12)
+    assert cal.entropy_of_probs(members.mean(0))[1] == pytest.approx(math.log(2))  # the entropy does not tell 0 from 1
+    assert cal.mutual_information(members[:1]).tolist() == [0.0, 0.0, 0.0]  # one member: no disagreement
+    g = torch.Generator().manual_seed(6)
+    rand = torch.softmax(2 * torch.randn(5, 30, 4, generator=g, dtype=torch.float64), -1)
+    # float64, sums of 4 terms in another order: agreement to rounding
+    assert cal.mutual_information(rand).tolist() == pytest.approx(_mutual_information_loop(rand.tolist()), abs=1e-12)
+    with pytest.raises(ValueError, match="member_probs"):
+        cal.mutual_information(torch.rand(4, 3))
+
+
 # --- the implicit posterior's parts ---
 
 
@@ -202,8 +236,61 @@ def test_quick_experiment_members_differ_and_are_unsure_out_of_distribution(tmp_
     assert hyper["disagreement_heldout"] > DISAGREEMENT_FLOOR
     # the issue's check: predictive entropy on OOD inputs (classes never trained on) >= 1.5x on test inputs
     assert hyper["entropy_heldout"] >= 1.5 * hyper["entropy_test"]
+    # and its epistemic part, the members' mutual information, too (the quick run gives about 10x)
+    assert hyper["mi_heldout"] >= 1.5 * hyper["mi_test"]
+    assert "mi_auroc_heldout" not in models["single"]  # one network has no members to disagree
+    # the criteria are the stated comparisons of the seed means with MC dropout's
+    mc, crit = models["mc-dropout"], results["summary"]["criteria"]
+    for score in ("auroc", "mi_auroc"):
+        for ood in ("heldout", "rotated"):
+            assert crit[f"{score}_{ood}_at_least_mc_dropout"] == (hyper[f"{score}_{ood}"] >= mc[f"{score}_{ood}"])
+    assert crit["ece_at_most_mc_dropout"] == (hyper["ece"] <= mc["ece"])
     # parameter counts as stated: the ensemble is five of the single network
     assert models["deep-ensemble"]["trainable_parameters"] == 5 * models["single"]["trainable_parameters"]
+
+
+def test_low_rank_generator_moves_each_matrix_by_rank_r_around_its_learned_base() -> None:
+    torch.manual_seed(7)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)))
+    model = BayesianHyperNetwork(target, noise_dim=3, hidden=(8,), kl_weight=0.5, rank=1)
+    weights = model.sample_weights(4, torch.Generator().manual_seed(8))  # [4, P], dense
+    theta0 = model.target.spec.unflatten(model.model.hypernetwork.theta0.detach())
+    base_start = target.initial_weights()  # theta0 starts at the target's own initial weights
+    torch.testing.assert_close(model.model.hypernetwork.theta0.detach(), base_start)
+    for name, w in model.target.spec.unflatten(weights).items():
+        if name.endswith("weight"):  # 4x6 and 3x4 matrices: rank-1 factors (1 * (out + in) < out * in)
+            for k in range(4):
+                # an SVD of each draw's deviation, independent of the generator's factor path; singular
+                # values below 1e-5 of the largest are float32 rounding of an exact rank-1 matrix
+                sv = torch.linalg.svdvals((w[k] - theta0[name]).double())
+                assert sv[0] > 1e-4 and bool((sv[1:] < 1e-5 * sv[0]).all())
+    # the generator is smaller than the dense head: 8 -> r (out + in) per matrix + biases, plus theta0
+    dense = BayesianHyperNetwork(target, noise_dim=3, hidden=(8,), rank=0)
+    assert model.num_trainable() < dense.num_trainable() + target.spec.numel
+    x, y = torch.randn(8, 6), torch.randint(3, (8,))
+    loss, _ = model.loss(x, y, num_data=100, num=3)
+    loss.backward()
+    assert model.model.hypernetwork.theta0.grad is not None
+    with pytest.raises(ValueError, match="rank: expected 0"):
+        BayesianHyperNetwork(target, rank=-1)
+
+
+def test_last_layer_posterior_keeps_the_hidden_layer_a_trained_point() -> None:
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    model = BayesianHyperNetwork(hn.TargetNetwork(net, generate="2"), noise_dim=3, hidden=(8,))
+    assert model.target.spec.numel == 4 * 3 + 3 and model.prior_sd.shape == (15,)  # prior over the last layer only
+    x, y = torch.randn(8, 6), torch.randint(3, (8,))
+    weights = model.sample_weights(3, torch.Generator().manual_seed(10))
+    logits = model.ensemble_logits(x, weights)
+    hidden = model.target.module[0]  # the free first layer, shared by every member
+    for k in range(3):
+        w, b = weights[k, :12].view(3, 4), weights[k, 12:]
+        # by hand: relu(x W1^T + b1) W2^T + b2 with the shared first layer and member k's last layer
+        torch.testing.assert_close(logits[k], torch.relu(hidden(x)) @ w.T + b, atol=1e-5, rtol=1e-5)
+    loss, _ = model.loss(x, y, num_data=100, num=3)
+    loss.backward()
+    assert hidden.weight.grad is not None and any(p is hidden.weight for p in model.model.trainable_parameters())
 
 
 def test_bad_input_names_the_argument() -> None:

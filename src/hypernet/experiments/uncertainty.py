@@ -3,9 +3,11 @@ inference (`hypernet.methods.bayesian`) against a single network, MC dropout and
 ensemble, all on the same target `d -> hidden -> 5`, trained on digits 0-4.
 
 In distribution: test accuracy, NLL and expected calibration error (with the reliability diagram)
-on the test images of digits 0-4. Out of distribution: AUROC of the predictive entropy of the mean
-prediction for telling the test digits 0-4 from (a) the test digits 5-9 (classes never seen) and
-(b) the test digits 0-4 rotated by 90 degrees. Per method: trainable parameters and the training
+on the test images of digits 0-4. Out of distribution: AUROC for telling the test digits 0-4 from
+(a) the test digits 5-9 (classes never seen) and (b) the test digits 0-4 rotated by 90 degrees, by
+two scores computed the same way for every method with members (`hypernet.methods.calibration`):
+the predictive entropy of the mean prediction (also the single network's score) and the mutual
+information between label and members (its epistemic part). Per method: trainable parameters and the training
 wall time measured in this run; every metric over `seeds` seeds (mean and sample sd), and the
 hypernetwork's gap to the deep ensemble paired by seed.
 
@@ -52,14 +54,21 @@ class UncertaintyConfig:
     batch_size: int = setting(128, "images per step", ge=1)
     lr: float = setting(1e-3, "Adam learning rate", gt=0)
     hidden: int = setting(100, "hidden width of the target network d -> hidden -> 5", ge=1)
-    # dropout and kl_weight: chosen by validation NLL (5,000 training images of digits 0-4 held out, seed
-    # 0, 1,500 steps) from dropout 0.1, 0.25, 0.5 and kl_weight 1, 0.1, 0.01, 0.001, before any test run
-    dropout: float = setting(0.25, "MC dropout: dropout rate on the hidden layer", gt=0, lt=1)
+    # dropout, kl_weight, hyper_rank, noise_dim, train_members: chosen on a validation split of the
+    # training split (digits 0-4 held out; OOD proxies: training digits 5-9 and upside-down digits),
+    # 11 settings per method under one rule: tools/uncertainty_tuning.py, docs/results/uncertainty-tuning.json
+    dropout: float = setting(0.3, "MC dropout: dropout rate on the hidden layer", gt=0, lt=1)
     ensemble_size: int = setting(5, "members of the deep ensemble", ge=2)
     train_members: int = setting(5, "hypernetwork: weight draws per training step (the entropy estimate's K)", ge=2)
     eval_members: int = setting(20, "hypernetwork draws and MC-dropout passes at evaluation", ge=2)
     noise_dim: int = setting(8, "hypernetwork: size of the noise input", ge=1)
     hyper_hidden: tuple[int, ...] = setting((32,), "hypernetwork: hidden widths", ge=1)
+    hyper_generate: Literal["all", "last"] = setting(
+        "all", "hypernetwork: generate every weight, or only the last layer's (the first then a point estimate)"
+    )
+    hyper_rank: int = setting(
+        0, "hypernetwork: 0 generates every weight whole; r >= 1: each matrix W0 + U V^T of rank r", ge=0
+    )
     prior_scale: float = setting(1.0, "prior std times sqrt(fan-in) of each weight tensor", gt=0)
     kl_weight: float = setting(0.001, "beta: weight of the KL term (1: the evidence lower bound)", ge=0)
     ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
@@ -125,6 +134,8 @@ def evaluate(
     probs = {name: _member_probs(member_fn, x) for name, x in sets.items()}
     mean = {name: p.mean(0) for name, p in probs.items()}
     entropy = {name: cal.entropy_of_probs(p) for name, p in mean.items()}
+    # the epistemic part of the entropy (zero for one member: no score, no AUROC)
+    mutual = {name: cal.mutual_information(p) for name, p in probs.items()}
     bins_ = cal.reliability_bins(mean["test"], data.y_test, bins)
     out: dict[str, Any] = {
         "accuracy": float((mean["test"].argmax(-1) == data.y_test).double().mean()),
@@ -137,8 +148,11 @@ def evaluate(
         out[f"entropy_{name}"] = float(entropy[name].mean())
         if probs[name].shape[0] > 1:
             out[f"disagreement_{name}"] = cal.mean_pairwise_disagreement(probs[name])
+            out[f"mi_{name}"] = float(mutual[name].mean())
     for name in data.ood:
         out[f"auroc_{name}"] = cal.auroc(entropy["test"], entropy[name])
+        if probs[name].shape[0] > 1:
+            out[f"mi_auroc_{name}"] = cal.auroc(mutual["test"], mutual[name])
     return out, {name: e.numpy() for name, e in entropy.items()}
 
 
@@ -153,10 +167,20 @@ def _batches(
 
 
 def run_seed(
-    cfg: UncertaintyConfig, ctx: RunContext, seed: int, timer: PhaseTimer
+    cfg: UncertaintyConfig,
+    ctx: RunContext,
+    seed: int,
+    timer: PhaseTimer,
+    data: Splits | None = None,
+    methods: tuple[str, ...] = METHODS,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Train and evaluate every method for one seed: its metrics, and its entropies (for the figure)."""
-    data = load_splits(cfg, seed)
+    """Train and evaluate `methods` for one seed: their metrics, and their entropies (for the
+    figure). `data`: the splits to train and evaluate on (default: `load_splits(cfg, seed)`; the
+    tuning script passes a validation split)."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods: unknown {sorted(unknown)}; expected some of {METHODS}")
+    data = load_splits(cfg, seed) if data is None else data
     d_in, device = data.x_train.shape[1], ctx.device
     draw = _batches(data, cfg, device)
     tc = TrainConfig(
@@ -174,67 +198,71 @@ def run_seed(
         cost = timer.train(phase, lambda: ctx.train(phase, net, list(net.parameters()), step, tc, generator=gen))
         return float(cost["wall_s"])
 
-    # single network
-    torch.manual_seed(seed * 1000)
-    single = _target(d_in, cfg.hidden).to(device)
-    seconds = fit_net(f"s{seed}-single", single, 0)
-    single.eval()
-    results["single"], entropies["single"] = evaluate(
-        lambda x: single(x.to(device)).unsqueeze(0).cpu(), data, cfg.ece_bins
-    )
-    results["single"].update(trainable_parameters=_params(single), train_seconds=seconds)
+    if "single" in methods:
+        torch.manual_seed(seed * 1000)
+        single = _target(d_in, cfg.hidden).to(device)
+        seconds = fit_net(f"s{seed}-single", single, 0)
+        single.eval()
+        results["single"], entropies["single"] = evaluate(
+            lambda x: single(x.to(device)).unsqueeze(0).cpu(), data, cfg.ece_bins
+        )
+        results["single"].update(trainable_parameters=_params(single), train_seconds=seconds)
 
-    # MC dropout: dropout kept on at evaluation, eval_members passes
-    torch.manual_seed(seed * 1000 + 1)
-    drop = _target(d_in, cfg.hidden, cfg.dropout).to(device)
-    seconds = fit_net(f"s{seed}-mc-dropout", drop, 1)
-    drop.train()
-    torch.manual_seed(seed * 1000 + 101)  # the evaluation's dropout masks
-    results["mc-dropout"], entropies["mc-dropout"] = evaluate(
-        lambda x: torch.stack([drop(x.to(device)) for _ in range(cfg.eval_members)]).cpu(), data, cfg.ece_bins
-    )
-    drop.eval()
-    results["mc-dropout"].update(trainable_parameters=_params(drop), train_seconds=seconds)
+    if "mc-dropout" in methods:  # dropout kept on at evaluation, eval_members passes
+        torch.manual_seed(seed * 1000 + 1)
+        drop = _target(d_in, cfg.hidden, cfg.dropout).to(device)
+        seconds = fit_net(f"s{seed}-mc-dropout", drop, 1)
+        drop.train()
+        torch.manual_seed(seed * 1000 + 101)  # the evaluation's dropout masks
+        results["mc-dropout"], entropies["mc-dropout"] = evaluate(
+            lambda x: torch.stack([drop(x.to(device)) for _ in range(cfg.eval_members)]).cpu(), data, cfg.ece_bins
+        )
+        drop.eval()
+        results["mc-dropout"].update(trainable_parameters=_params(drop), train_seconds=seconds)
 
-    # deep ensemble: independent initialisations and batch orders
-    members = []
-    seconds = 0.0
-    for m in range(cfg.ensemble_size):
-        torch.manual_seed(seed * 1000 + 10 + m)
-        net = _target(d_in, cfg.hidden).to(device)
-        seconds += fit_net(f"s{seed}-ensemble-{m}", net, 10 + m)
-        members.append(net.eval())
-    results["deep-ensemble"], entropies["deep-ensemble"] = evaluate(
-        lambda x: torch.stack([net(x.to(device)) for net in members]).cpu(), data, cfg.ece_bins
-    )
-    results["deep-ensemble"].update(trainable_parameters=sum(_params(n) for n in members), train_seconds=seconds)
+    if "deep-ensemble" in methods:  # independent initialisations and batch orders
+        members = []
+        seconds = 0.0
+        for m in range(cfg.ensemble_size):
+            torch.manual_seed(seed * 1000 + 10 + m)
+            net = _target(d_in, cfg.hidden).to(device)
+            seconds += fit_net(f"s{seed}-ensemble-{m}", net, 10 + m)
+            members.append(net.eval())
+        results["deep-ensemble"], entropies["deep-ensemble"] = evaluate(
+            lambda x: torch.stack([net(x.to(device)) for net in members]).cpu(), data, cfg.ece_bins
+        )
+        results["deep-ensemble"].update(trainable_parameters=sum(_params(n) for n in members), train_seconds=seconds)
 
-    # the hypernetwork: the implicit posterior, train_members draws per step
-    torch.manual_seed(seed * 1000 + 2)
-    bayes = BayesianHyperNetwork(
-        hn.TargetNetwork(_target(d_in, cfg.hidden)),
-        noise_dim=cfg.noise_dim,
-        hidden=cfg.hyper_hidden,
-        prior_scale=cfg.prior_scale,
-        kl_weight=cfg.kl_weight,
-    ).to(device)
-    n_data = len(data.y_train)
+    if "hypernet" in methods:  # the implicit posterior, train_members draws per step
+        torch.manual_seed(seed * 1000 + 2)
+        net = _target(d_in, cfg.hidden)
+        # "last": only the output layer is random (a last-layer posterior), the hidden layer a trained point
+        generate = None if cfg.hyper_generate == "all" else str(len(net) - 1)
+        bayes = BayesianHyperNetwork(
+            hn.TargetNetwork(net, generate=generate),
+            noise_dim=cfg.noise_dim,
+            hidden=cfg.hyper_hidden,
+            prior_scale=cfg.prior_scale,
+            kl_weight=cfg.kl_weight,
+            rank=cfg.hyper_rank,
+        ).to(device)
+        n_data = len(data.y_train)
 
-    def bayes_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        x, y = draw(g)
-        return bayes.loss(x, y, n_data, cfg.train_members, g)
+        def bayes_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            x, y = draw(g)
+            return bayes.loss(x, y, n_data, cfg.train_members, g)
 
-    phase = f"s{seed}-hypernet"
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
-    seconds = timer.train(
-        phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
-    )["wall_s"]
-    with torch.no_grad():
-        weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
-    results["hypernet"], entropies["hypernet"] = evaluate(
-        lambda x: bayes.ensemble_logits(x.to(device), weights).cpu(), data, cfg.ece_bins
-    )
-    results["hypernet"].update(trainable_parameters=bayes.num_trainable(), train_seconds=seconds)
+        phase = f"s{seed}-hypernet"
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
+        seconds = timer.train(
+            phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
+        )["wall_s"]
+        with torch.no_grad():
+            weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
+        results["hypernet"], entropies["hypernet"] = evaluate(
+            lambda x: bayes.ensemble_logits(x.to(device), weights).cpu(), data, cfg.ece_bins
+        )
+        results["hypernet"].update(trainable_parameters=bayes.num_trainable(), train_seconds=seconds)
     return results, entropies
 
 
@@ -284,16 +312,24 @@ def run(cfg: UncertaintyConfig, ctx: RunContext) -> dict[str, Any]:
         res, entropies = run_seed(cfg, ctx, seed, timer)
         runs.append(res)
         first = first or entropies
-        text = ", ".join(f"{m} ECE {r['ece']:.4f} AUROC {r['auroc_heldout']:.3f}" for m, r in res.items())
+        text = ", ".join(
+            f"{m} ECE {r['ece']:.4f} AUROC {r['auroc_heldout']:.3f} MI AUROC {r.get('mi_auroc_heldout', 0.5):.3f}"
+            for m, r in res.items()
+        )
         print(f"seed {seed}: {text}", flush=True)
     models = aggregate(runs)
     gaps = {
         key: paired_gap(runs, "hypernet", "deep-ensemble", key)
-        for key in ("accuracy", "nll", "ece", *(f"auroc_{o}" for o in OOD_SETS))
+        for key in ("accuracy", "nll", "ece", *(f"{s}_{o}" for s in ("auroc", "mi_auroc") for o in OOD_SETS))
     }
     hyper, mc = models["hypernet"], models["mc-dropout"]
     # the issue's bar, on the means over seeds, fixed before any run
-    criteria = {f"auroc_{o}_at_least_mc_dropout": hyper[f"auroc_{o}"] >= mc[f"auroc_{o}"] for o in OOD_SETS}
+    # (the entropy score's; the mutual information's added with that score, the same comparison)
+    criteria = {
+        f"{s}_{o}_at_least_mc_dropout": hyper[f"{s}_{o}"] >= mc[f"{s}_{o}"]
+        for s in ("auroc", "mi_auroc")
+        for o in OOD_SETS
+    }
     criteria["ece_at_most_mc_dropout"] = hyper["ece"] <= mc["ece"]
     summary = {
         "models": models,
@@ -380,8 +416,16 @@ def headline(summary: dict[str, Any]) -> Table:
             [
                 LABELS[method],
                 *(
-                    f"{res[k]:.4f} ± {res[k + '_std']:.4f}"
-                    for k in ("accuracy", "nll", "ece", "auroc_heldout", "auroc_rotated")
+                    f"{res[k]:.4f} ± {res[k + '_std']:.4f}" if k in res else "-"
+                    for k in (
+                        "accuracy",
+                        "nll",
+                        "ece",
+                        "auroc_heldout",
+                        "auroc_rotated",
+                        "mi_auroc_heldout",
+                        "mi_auroc_rotated",
+                    )
                 ),
                 res["trainable_parameters"],
                 f"{res['train_seconds']:.1f} ± {res['train_seconds_std']:.1f}",
@@ -390,7 +434,18 @@ def headline(summary: dict[str, Any]) -> Table:
     crit = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in summary["criteria"].items())
     return Table(
         f"Uncertainty ({summary['data']}, trained on digits 0-4): mean ± sd over seeds {summary['seeds']}",
-        ["method", "accuracy", "NLL", "ECE", "AUROC 5-9", "AUROC rotated", "trainable parameters", "train s"],
+        [
+            "method",
+            "accuracy",
+            "NLL",
+            "ECE",
+            "AUROC 5-9",
+            "AUROC rotated",
+            "MI AUROC 5-9",
+            "MI AUROC rotated",
+            "trainable parameters",
+            "train s",
+        ],
         rows,
         note=f"hypernetwork vs MC dropout: {crit}",
     )

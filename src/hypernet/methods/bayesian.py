@@ -27,6 +27,21 @@ posterior's spread in the directions the data do not pin down. `β = 1` is the E
 `β < 1` a tempered posterior, down-weighting prior and entropy against the data (Wenzel et al.,
 "How Good is the Bayes Posterior in Deep Neural Networks Really?", ICML 2020).
 
+A smaller generator (`rank=r`): `θ = θ0 + δ(z)`, each matrix's `δ = U(z) V(z)ᵀ` of rank `r`
+(`LowRankHyperNetwork`, `θ0` learned), so `q` is spread around a learned mean along low-rank
+directions, and the output layer produces `r (out + in)` numbers per matrix instead of
+`out · in`. Krueger et al. (above) likewise keep the generator's output small (they generate only
+weight-norm scales); rank-1 multiplicative posteriors around shared weights are Dusenberry et al.,
+"Efficient and Scalable Bayesian Neural Nets with Rank-1 Factors", ICML 2020. The objective is
+unchanged: prior and entropy act on the dense `θ`.
+
+Only some weights random (`TargetNetwork(module, generate=...)`, e.g. the last layer): `q` and the
+prior then cover the generated weights alone and the others are trained point estimates; a
+posterior over the last layer alone already removes a ReLU network's asymptotic overconfidence far
+from the data (Kristiadi, Hein & Hennig, "Being Bayesian, Even Just a Bit, Fixes Overconfidence in
+ReLU Networks", ICML 2020), and the entropy estimate works in `d` = the last layer's size instead
+of every weight's.
+
 The ensemble: `K` members `θ_k = h(z_k)` sampled at once, `[K, P]`, and all of them applied to a
 batch in ONE call of the target with per-sample weights (`x` expanded to `[K, B, d]`, one weight
 set per leading index: `bmm` in the batched engine), no Python loop over members.
@@ -50,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernet.conditioning import NoiseConditioner
+from hypernet.hypernetworks.lowrank import LowRankHyperNetwork
 from hypernet.hypernetworks.mlp import MLPHyperNetwork
 from hypernet.model import HyperModel
 from hypernet.spec import ParamSpec
@@ -96,6 +112,9 @@ class BayesianHyperNetwork(nn.Module):
         hidden: hidden widths of the hypernetwork (`MLPHyperNetwork`, hyperfan-in initialisation).
         prior_scale: the prior's `σ · sqrt(fan_in)`.
         kl_weight: `β` (1: the ELBO).
+        rank: 0 generates every weight whole (an MLP head `hidden[-1] -> P`); `r >= 1` generates
+            `θ0 + U Vᵀ` with rank-`r` factors per matrix around learned `θ0` (initialised to the
+            target's own weights).
     """
 
     prior_sd: Tensor
@@ -107,6 +126,7 @@ class BayesianHyperNetwork(nn.Module):
         hidden: Sequence[int] = (32,),
         prior_scale: float = 1.0,
         kl_weight: float = 1.0,
+        rank: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(target, TargetNetwork):
@@ -115,10 +135,19 @@ class BayesianHyperNetwork(nn.Module):
             raise ValueError(f"hidden: expected a sequence of widths >= 1, e.g. (32,), got {hidden!r}")
         if kl_weight < 0:
             raise ValueError(f"kl_weight: must be >= 0, got {kl_weight}")
-        hyper = MLPHyperNetwork(noise_dim, target.spec, hidden=hidden, init="hyperfan_in")
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"rank: expected 0 (generate whole) or a rank >= 1, got {rank!r}")
+        hyper: MLPHyperNetwork | LowRankHyperNetwork
+        if rank:
+            # dense weights [K, P] out of forward (θ0 + U Vᵀ formed): the prior and entropy need them
+            hyper = LowRankHyperNetwork(
+                noise_dim, target.spec, rank=rank, hidden=hidden, init="hyperfan_in", theta0=target.initial_weights()
+            )
+        else:
+            hyper = MLPHyperNetwork(noise_dim, target.spec, hidden=hidden, init="hyperfan_in")
         self.noise = NoiseConditioner(noise_dim)
         self.model = HyperModel(target, hyper, self.noise)
-        self.noise_dim, self.kl_weight = noise_dim, kl_weight
+        self.noise_dim, self.kl_weight, self.rank = noise_dim, kl_weight, rank
         self.register_buffer("prior_sd", prior_std(target.spec, prior_scale))
 
     @property

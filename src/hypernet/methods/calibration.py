@@ -11,6 +11,12 @@ network's softmax); members' predictions are `[K, N, C]`.
 * AUROC by ranks (the Mann–Whitney U statistic): `(R_pos − n_pos(n_pos + 1)/2) / (n_pos · n_neg)`,
   `R_pos` the sum of the positives' ranks among all scores, ties given their mean rank; it equals
   `P(s_pos > s_neg) + ½ P(s_pos = s_neg)`.
+* Two OOD scores from an ensemble's members `p_k = p(y | x, θ_k)`, `p̄ = mean_k p_k`: the predictive
+  entropy `H[p̄]` (total uncertainty), and its epistemic part, the mutual information between the
+  label and the weights, `I(y; θ | x) = H[p̄] − mean_k H[p_k]` (the BALD score of Houlsby et al.,
+  arXiv:1112.5745, 2011; the split into aleatoric `mean_k H[p_k]` and epistemic parts of Depeweg et
+  al., ICML 2018, used for OOD and adversarial detection by Smith & Gal, UAI 2018). It is zero when
+  the members agree, however unsure each is; the entropy is high also where every member is unsure.
 """
 
 from __future__ import annotations
@@ -53,6 +59,16 @@ def entropy_of_probs(probs: Tensor, eps: float = 1e-12) -> Tensor:
     """Entropy (nats) of each prediction given as probabilities (an ensemble's mean): `probs: [..., C] -> [...]`;
     `0 · log 0 = 0`. From logits: `hypernet.methods.continual.predictive_entropy`."""
     return -(probs * torch.log(probs.clamp_min(eps))).sum(-1)
+
+
+def mutual_information(member_probs: Tensor, eps: float = 1e-12) -> Tensor:
+    """Mutual information between label and weights per input, `H[mean_k p_k] − mean_k H[p_k]`
+    (nats, >= 0 by Jensen's inequality): `member_probs: [K, N, C] -> [N]`, K >= 1 (one member: 0)."""
+    if member_probs.ndim != 3 or member_probs.shape[0] < 1:
+        raise ValueError(f"member_probs: expected [K, N, C] with K >= 1, got {list(member_probs.shape)}")
+    mi = entropy_of_probs(member_probs.mean(0), eps) - entropy_of_probs(member_probs, eps).mean(0)
+    # the two terms are equal up to float rounding when the members agree: no negative information
+    return mi.clamp_min(0.0)
 
 
 @dataclass
