@@ -423,5 +423,6 @@ def headline(summary: dict[str, Any]) -> Table:
     )
 
 
-def _steps_cell(v: float) -> str:
-    return "never" if math.isinf(v) else f"{v:g}"
+def _steps_cell(v: float | None) -> str:
+    # None: the same "never" read back from summary.json, where infinity is stored as null
+    return "never" if v is None or math.isinf(v) else f"{v:g}"
