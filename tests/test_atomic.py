@@ -25,6 +25,13 @@ def test_write_json_writes_standard_json_with_null_for_non_finite(tmp_path: Path
     assert back == {"bins": [None, 0.5, None, None], "n": 3, "nested": [{"x": None}]}
 
 
+def test_write_json_keeps_key_order(tmp_path: Path) -> None:
+    # a summary's methods in the run's order: `hypernet report` rebuilds tables in this order
+    write_json(tmp_path / "s.json", {"models": {"hyper-standard": 1, "hyper-mip": 2, "a": {"z": 0, "b": 1}}})
+    back = json.loads((tmp_path / "s.json").read_text())
+    assert list(back["models"]) == ["hyper-standard", "hyper-mip", "a"] and list(back["models"]["a"]) == ["z", "b"]
+
+
 def test_strict_json_keeps_finite_values_and_types() -> None:
     data = {"a": 1, "b": 2.5, "c": "NaN", "d": True, "e": None, "f": [0.0, -1e308]}
     assert strict_json(data) == data

@@ -87,6 +87,10 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert rows[name][1:] == [res["mean_acc"], *res["per_task_acc"], res["trainable_parameters"]]
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
+    # rebuilt from summary.json, the report's table is the run's own, rows in the same order
+    order = [row[0] for row in results["headline"]["rows"]]
+    html = (out / "report.html").read_text()
+    assert sorted(order, key=lambda name: html.index(f">{name}<")) == order
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,9 @@ def strict_json(data: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write `data` as standard JSON (non-finite floats as `null`, see `strict_json`), atomically."""
-    text = json.dumps(strict_json(data), indent=2, sort_keys=True, allow_nan=False)
+    """Write `data` as standard JSON (non-finite floats as `null`, see `strict_json`), atomically.
+
+    Keys keep their order: a run's summary lists methods and rows in the order the run made them, and
+    `hypernet report` rebuilds its tables from that order (sorted keys reordered the rows)."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
     write_text(path, text + "\n")
