@@ -153,6 +153,15 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--set data_dir=/nonexistent: expected empty or an existing folder",
         ),
         (["run", "split-digits", "--data-dir", "/tmp"], "--data-dir: split-digits reads no data files"),
+        (
+            ["run", "uncertainty", "--quick", "--data-dir", "/tmp"],
+            "--set data=digits data_dir=/tmp: expected no data_dir with data=digits (the digits are built in",
+        ),
+        (["run", "inr", "--set", "dataset=digits", "--data-dir", "/tmp"], "expected no data_dir with dataset=digits"),
+        (
+            ["run", "hyperparameter-sweep", "--quick", "--set", "data_dir=/tmp"],
+            "add --set dataset=mnist to read MNIST from the folder",
+        ),
         (["run", "rotation-widths", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: not a folder"),
     ],
 )

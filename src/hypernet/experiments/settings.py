@@ -77,6 +77,18 @@ class Relation:
     allowed: str
 
 
+def DIGITS_READ_NO_FOLDER(key: str) -> Relation:  # noqa: N802 (reads as the constant rule it builds)
+    """The rule of an experiment whose `key` setting picks "mnist" (read from `data_dir`) or the
+    built-in "digits": a folder given with the digits would be ignored without a word (as with
+    `--quick --data-dir DIR`, where quick mode picks the digits), so it is refused instead."""
+    return Relation(
+        (key, "data_dir"),
+        lambda c: getattr(c, key) == "mnist" or not c.data_dir,
+        f"no data_dir with {key}=digits (the digits are built in; --quick runs on them: "
+        f"add --set {key}=mnist to read MNIST from the folder)",
+    )
+
+
 def setting(
     default: Any,
     meaning: str,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import ConfigError, setting
+from hypernet.experiments.settings import DIGITS_READ_NO_FOLDER, ConfigError, Relation, setting
 from hypernet.methods import calibration as cal
 from hypernet.methods.bayesian import BayesianHyperNetwork
 from hypernet.report.table import Table
@@ -73,6 +73,8 @@ class UncertaintyConfig:
     kl_weight: float = setting(0.001, "beta: weight of the KL term (1: the evidence lower bound)", ge=0)
     ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
     checkpoint_every: int = setting(500, "steps between checkpoints", ge=1)
+
+    RELATIONS: ClassVar[tuple[Relation, ...]] = (DIGITS_READ_NO_FOLDER("data"),)
 
 
 @dataclass
