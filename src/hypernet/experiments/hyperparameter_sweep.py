@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from hypernet.data import MNIST_SIZES, Dataset, check_mnist, load_digits, load_mnist
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import DIGITS_READ_NO_FOLDER, Relation, setting
+from hypernet.experiments.settings import no_folder_with_digits, Relation, setting
 from hypernet.methods.conditional import (
     ConditionalModel,
     HyperparameterRange,
@@ -74,7 +74,7 @@ class HyperparameterSweepConfig:
     checkpoint_every: int = setting(1000, "steps between checkpoints", ge=1)
 
     RELATIONS: ClassVar[tuple[Relation, ...]] = (
-        DIGITS_READ_NO_FOLDER("dataset"),
+        no_folder_with_digits("dataset"),
         Relation(("wd_low", "wd_high"), lambda c: c.wd_low < c.wd_high, "wd_low < wd_high"),
         Relation(
             ("batch_size", "values_per_step"),

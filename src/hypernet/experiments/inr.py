@@ -36,7 +36,7 @@ from hypernet.data import MNIST_SIZES, check_mnist, load_digits, load_mnist
 from hypernet.data.images import ImageFunctions, sample_image_patches, upsampled_coordinates
 from hypernet.experiments.inr_figures import learning_curves, reconstruction_grid, super_resolution_figure
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import DIGITS_READ_NO_FOLDER, Relation, setting
+from hypernet.experiments.settings import no_folder_with_digits, Relation, setting
 from hypernet.methods.inr import (
     EmbeddingINR,
     INRHyperNetwork,
@@ -91,7 +91,7 @@ class InrConfig:
     checkpoint_every: int = setting(250, "steps between checkpoints", ge=1)
 
     RELATIONS: ClassVar[tuple[Relation, ...]] = (
-        DIGITS_READ_NO_FOLDER("dataset"),
+        no_folder_with_digits("dataset"),
         Relation(
             ("dataset", "train_images", "test_images"),
             lambda c: (

@@ -77,7 +77,7 @@ class Relation:
     allowed: str
 
 
-def DIGITS_READ_NO_FOLDER(key: str) -> Relation:  # noqa: N802 (reads as the constant rule it builds)
+def no_folder_with_digits(key: str) -> Relation:
     """The rule of an experiment whose `key` setting picks "mnist" (read from `data_dir`) or the
     built-in "digits": a folder given with the digits would be ignored without a word (as with
     `--quick --data-dir DIR`, where quick mode picks the digits), so it is refused instead."""

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import DIGITS_READ_NO_FOLDER, ConfigError, Relation, setting
+from hypernet.experiments.settings import no_folder_with_digits, ConfigError, Relation, setting
 from hypernet.methods import calibration as cal
 from hypernet.methods.bayesian import BayesianHyperNetwork
 from hypernet.report.table import Table
@@ -74,7 +74,7 @@ class UncertaintyConfig:
     ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
     checkpoint_every: int = setting(500, "steps between checkpoints", ge=1)
 
-    RELATIONS: ClassVar[tuple[Relation, ...]] = (DIGITS_READ_NO_FOLDER("data"),)
+    RELATIONS: ClassVar[tuple[Relation, ...]] = (no_folder_with_digits("data"),)
 
 
 @dataclass
