@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from hypernet.data import MNIST_SIZES, Dataset, check_mnist, load_digits, load_mnist
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import no_folder_with_digits, Relation, setting
+from hypernet.experiments.settings import Relation, no_folder_with_digits, setting
 from hypernet.methods.conditional import (
     ConditionalModel,
     HyperparameterRange,

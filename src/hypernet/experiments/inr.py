@@ -36,7 +36,7 @@ from hypernet.data import MNIST_SIZES, check_mnist, load_digits, load_mnist
 from hypernet.data.images import ImageFunctions, sample_image_patches, upsampled_coordinates
 from hypernet.experiments.inr_figures import learning_curves, reconstruction_grid, super_resolution_figure
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import no_folder_with_digits, Relation, setting
+from hypernet.experiments.settings import Relation, no_folder_with_digits, setting
 from hypernet.methods.inr import (
     EmbeddingINR,
     INRHyperNetwork,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import hypernet as hn
 from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
-from hypernet.experiments.settings import no_folder_with_digits, ConfigError, Relation, setting
+from hypernet.experiments.settings import ConfigError, Relation, no_folder_with_digits, setting
 from hypernet.methods import calibration as cal
 from hypernet.methods.bayesian import BayesianHyperNetwork
 from hypernet.report.table import Table
