@@ -158,6 +158,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--set data=digits data_dir=/tmp: expected no data_dir with data=digits (the digits are built in",
         ),
         (["run", "inr", "--set", "dataset=digits", "--data-dir", "/tmp"], "expected no data_dir with dataset=digits"),
+        (["run", "uncertainty", "--quick", "--set", "n_train=100000"], "--set n_train=100000: only 676 training"),
         (
             ["run", "hyperparameter-sweep", "--quick", "--set", "data_dir=/tmp"],
             "add --set dataset=mnist to read MNIST from the folder",

@@ -351,9 +351,12 @@ def run(cfg: UncertaintyConfig, ctx: RunContext) -> dict[str, Any]:
 
 
 def _prepare(cfg: UncertaintyConfig) -> None:
+    """Before the run folder exists: the data files are there, and `n_train` fits the images."""
     if cfg.data == "mnist":
         check_mnist("train", cfg.data_dir or None)
         check_mnist("test", cfg.data_dir or None)
+    if cfg.n_train:
+        load_splits(cfg, 0)  # raises ConfigError naming n_train when there are fewer images
 
 
 LABELS = {
