@@ -633,3 +633,89 @@ def test_uncertainty_tuning_table_is_its_json() -> None:
     for method in ("hypernet", "mc-dropout"):
         for key, value in tuning[method]["chosen_setting"].items():
             assert cfg[key] == value, f"the full run's {key} is not the tuned choice"
+
+
+# --- continual learning (issue #14): split-MNIST, permuted-MNIST-10, few-shot transfer ---
+
+CONTINUAL_LABELS = {
+    "joint (upper bound)": "joint",
+    "one network per task": "per-task",
+    "**hnet**": "hnet",
+    "online EWC": "online-ewc",
+    "EWC": "ewc",
+    "fine-tuning (lower bound)": "finetune",
+    "SI": "si",
+}
+
+
+def _summary(experiment: str) -> dict[str, Any]:
+    """The run's summary from docs/results: a results.json (summary inside) or, for runs committed
+    before results.json existed, the summary itself."""
+    data: dict[str, Any] = _json(RESULTS / f"{experiment}.json")
+    if "summary" in data:
+        assert data["experiment"] == experiment and data["quick"] is False, experiment
+        return data["summary"]  # type: ignore[no-any-return]
+    return data
+
+
+def _pm(cell: str, mean: float, sd: float, what: str) -> None:
+    printed_mean, printed_sd = (c.strip().strip("*") for c in cell.split("±"))
+    _check(printed_mean, mean, what)
+    _check(printed_sd, sd, what + " sd")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "marker"), [("split-mnist", "**split-MNIST**"), ("permuted-mnist", "**permuted-MNIST-10**")]
+)
+def test_continual_tables_are_their_results(experiment: str, marker: str) -> None:
+    section = _section("## Continual learning: `split-mnist`, `permuted-mnist`")
+    text = section[section.index(marker) :]
+    rows = _table(text, "method")
+    summary = _summary(experiment)
+    methods = summary["methods"]
+    assert sorted(CONTINUAL_LABELS[r[0]] for r in rows) == sorted(methods), experiment
+    for label, acc, forgetting, class_il, params, stored in rows:
+        r = methods[CONTINUAL_LABELS[label]]
+        what = f"{experiment} {label}"
+        _pm(acc, 100 * r["mean_acc"], 100 * r["mean_acc_std"], what + " task-IL")
+        if forgetting == "–":  # joint training has no "right after learning a task"
+            assert CONTINUAL_LABELS[label] == "joint"
+        elif "±" in forgetting:
+            _pm(forgetting.replace("−", "-"), 100 * r["forgetting"], 100 * r["forgetting_std"], what + " forgetting")
+        else:
+            _check(forgetting, 100 * r["forgetting"], what + " forgetting")
+            assert r["forgetting_std"] == 0, what
+        _pm(class_il, 100 * r["class_il_acc"], 100 * r["class_il_acc_std"], what + " class-IL")
+        assert int(params.replace(",", "")) == r["trainable_parameters"], what
+        _check(stored, r["stored_bytes"] / 1024, what + " stored KiB")
+    # the rows are in the order of task-IL accuracy, best first
+    accs = [methods[CONTINUAL_LABELS[r[0]]]["mean_acc"] for r in rows]
+    assert accs == sorted(accs, reverse=True), experiment
+
+
+def test_continual_published_figures_are_the_quoted_ones() -> None:
+    section = _section("## Continual learning: `split-mnist`, `permuted-mnist`")
+    for experiment in ("split-mnist", "permuted-mnist"):
+        published = _summary(experiment)["published"]["task_incremental_pct"]
+        for method, value in published.items():
+            shown = f"{value:.2f}%" if experiment == "split-mnist" and method == "hnet" else f"{value}%"
+            assert shown in section, (experiment, method, shown)
+
+
+def test_transfer_table_is_its_results() -> None:
+    section = _section("## Continual learning: `split-mnist`, `permuted-mnist`")
+    rows = _table(section, "arm")
+    summary = _summary("split-mnist-transfer")
+    labels = {
+        "hypernetwork, new embedding only": "hnet-embedding",
+        "plain network, fine-tuned": "finetune-plain",
+        "plain network, from scratch": "scratch",
+    }
+    assert sorted(labels[r[0]] for r in rows) == sorted(summary["arms"])
+    assert summary["shots"] == [10, 50, 200, 1000]
+    for label, trained, *cells in rows:
+        arm = labels[label]
+        assert int(trained.replace(",", "")) == summary["trainable_on_new_task"][arm], label
+        for shots, cell in zip(summary["shots"], cells, strict=True):
+            res = summary["arms"][arm][str(shots)]
+            _pm(cell, 100 * res["mean"], 100 * res["std"], f"transfer {label} n={shots}")
