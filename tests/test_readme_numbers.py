@@ -719,3 +719,79 @@ def test_transfer_table_is_its_results() -> None:
         for shots, cell in zip(summary["shots"], cells, strict=True):
             res = summary["arms"][arm][str(shots)]
             _pm(cell, 100 * res["mean"], 100 * res["std"], f"transfer {label} n={shots}")
+
+
+# --- MIP + modularity (issue #13) and the low-rank memory benchmark (issue #16) ---
+
+
+def _bounded(cell: str) -> tuple[str, str]:
+    """("<=", "33") from "<= 33"; ("", "414") from "414"; "?" marks a ratio of a bound and a value."""
+    for prefix in ("<= ", ">= ", "? "):
+        if cell.startswith(prefix):
+            return prefix.strip(), cell[len(prefix) :]
+    return "", cell
+
+
+def test_modularity_table_is_modularity_json() -> None:
+    rows = _table(_section("### MIP and modularity, measured"), "family")
+    families = _summary("modularity")["families"]
+    seen: dict[str, int] = {}
+    for family, error, *cells in rows:
+        level = families[family]["levels"][seen.setdefault(family, 0)]
+        seen[family] += 1
+        _check(error, level["error"], f"modularity {family} error")
+        keys = ("hypernetwork_primary", "embedding_primary", "ratio_primary")
+        keys += ("hypernetwork_total", "embedding_total", "ratio_total")
+        for key, text in zip(keys, cells, strict=True):
+            mark, number = _bounded(text)
+            _check(number, level[key], f"modularity {family} {key}")
+            how = level.get(f"{key}_how", level.get(f"{key}_bound", ""))
+            assert bool(mark) == bool(how), (family, key, text, how)  # a bound is printed as one
+    assert seen == {name: len(f["levels"]) for name, f in families.items()}
+
+
+def test_mip_ablation_table_is_mip_ablation_json() -> None:
+    rows = _table(_section("### MIP and modularity, measured"), "task")
+    summary = _summary("mip-ablation")
+    runs, comparison = summary["runs"], {(c["task"], c["configuration"]): c for c in summary["comparison"]}
+    assert len(rows) == len(runs) == len(comparison)
+    for task, configuration, steps, final, speedup in rows:
+        variants = runs[f"{task} | {configuration}"]["variants"]
+        what = f"mip-ablation {task} {configuration}"
+        for name, text in zip(("standard", "encoding", "residual", "mip"), steps.split(" / "), strict=True):
+            median = variants[name]["median_steps_to_target"]
+            if text == "never":
+                assert median is None or math.isinf(median), (what, name)
+            else:
+                _check(text, median, f"{what} {name} steps")
+        for name, text in zip(("standard", "mip"), final.split(" / "), strict=True):
+            _check(text, variants[name]["final_loss_geomean"], f"{what} {name} final loss")
+        c = comparison[(task, configuration)]
+        if c["speedup"] is None:
+            assert speedup.startswith("- (") and c["speedup_note"] in speedup, what
+        else:
+            mark, number = _bounded(speedup)
+            _check(number, c["speedup"], f"{what} speed-up")
+            assert mark == {"": "", "standard does not reach the target: a lower bound": ">="}.get(
+                c["speedup_note"], "<="
+            ), (what, c["speedup_note"])
+
+
+def test_lowrank_memory_table_is_its_json() -> None:
+    section = _section("## Large targets: low-rank generation")
+    rows = _table(section, "path")
+    bench = _json(ROOT / "docs" / "benchmarks" / "lowrank_memory.json")
+    seconds, peak = bench["seconds"], bench["peak_bytes"]
+    assert sorted(r[0] for r in rows) == sorted(seconds)
+    for path, ms, time_ratio, mb, peak_ratio in rows:
+        _check(ms, 1000 * seconds[path], f"low-rank {path} ms")
+        _check(time_ratio, seconds[path] / seconds["plain model"], f"low-rank {path} time ratio")
+        _check(mb, peak[path] / 2**20, f"low-rank {path} peak MB")
+        _check(peak_ratio, peak[path] / peak["plain model"], f"low-rank {path} peak ratio")
+    assert f"P = {bench['generated_weights']:,} generated weights" in section
+
+
+def test_mip_vs_hyperlight_block_is_its_committed_output() -> None:
+    block = _code_block(_section("### MIP and modularity, measured"), "MIP hypernetwork, regression task")
+    committed = (ROOT / "docs" / "benchmarks" / "mip_vs_hyperlight.txt").read_text(encoding="utf-8").splitlines()
+    assert block == committed
