@@ -34,6 +34,7 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("block=-1", lambda: K.mlp_ntk(X, block=-1), ValueError, r"^block: must be >= 1, got -1"),
     ("block=0", lambda: K.mlp_nngp(X, block=0), ValueError, r"^block: must be >= 1, got 0"),
     ("block=2.5", lambda: K.mlp_ntk(X, block=2.5), TypeError, r"^block: expected an int"),
+    ("mlp_kernel block=0", lambda: K.mlp_kernel(X, block=0), ValueError, r"^block: must be >= 1, got 0"),
     ("weight_var<0", lambda: K.mlp_ntk(X, weight_var=-1.0), ValueError, r"^weight_var: must be a finite number >= 0"),
     ("bias_var nan", lambda: K.mlp_nngp(X, bias_var=math.nan), ValueError, r"^bias_var: must be a finite"),
     ("bias_var inf", lambda: K.mlp_kernel(X, bias_var=math.inf), ValueError, r"^bias_var: must be a finite"),
