@@ -18,7 +18,7 @@ import torch
 
 import hypernet as hn
 from hypernet.kernels import quadrature_rule
-from test_kernel_references import ref_hyper, ref_mlp
+from test_kernel_references import _expect, ref_hyper, ref_mlp
 
 K = hn.kernels
 # Polynomial moments computed two ways in float64: the observed difference is <= 1.4e-15 relative.
@@ -150,6 +150,12 @@ def test_defaults_of_every_analytic_kernel() -> None:
     ):
         assert got.dtype == torch.float64
         np.testing.assert_allclose(got.numpy(), ref, rtol=RTOL)
+    # the hypernetwork's diagonals K_h((x, z), (x, z)): g's recursion with ρ = Σ_f(z, z)
+    sf = [ref_mlp(r, r, True, 1, 2.0, 0.0, "relu")[0] for r in z]
+    hyp_diag = [ref_mlp(r, r, True, 1, 2.0, 0.0, "relu", rho=(s, s, s))[2] for r, s in zip(a, sf)]
+    for got_diag in (hyp.diag1, hyp.diag2):
+        assert got_diag.dtype == torch.float64
+        np.testing.assert_allclose(got_diag.numpy(), hyp_diag, rtol=RTOL)
     for depth in (1, 2):
         diag = [ref_mlp(r, r, True, depth, 2.0, 0.0, "relu")[0] for r in a]
         np.testing.assert_allclose(K.nngp_diagonal(x1.double(), depth).numpy(), diag, rtol=RTOL)
@@ -174,13 +180,18 @@ def test_mlp_kernel_record_and_its_diagonals(act: str) -> None:
 # under `torch.device("meta")` a factory call without a device makes a meta tensor.
 def test_results_stay_on_the_inputs_device_whatever_the_default() -> None:
     x, z = _rows(5, 3, 7), _rows(5, 2, 8)
-    plain = (K.mlp_kernel(x, depth=2, activation="tanh"), K.hyper_kernel(x, z, g_depth=2, activation="tanh"))
+
+    def every() -> list[torch.Tensor]:
+        mlp = K.mlp_kernel(x, depth=1, activation="tanh")  # tanh: the quadrature rule's tensors too
+        hyp = K.hyper_kernel(x, z, g_depth=2)
+        return [mlp.nngp, mlp.ntk, mlp.diag1, mlp.diag2, hyp.nngp, hyp.ntk, hyp.diag1, hyp.diag2, K.mlp_ntk(x)]
+
+    plain = every()
     with torch.device("meta"):
-        moved = (K.mlp_kernel(x, depth=2, activation="tanh"), K.hyper_kernel(x, z, g_depth=2, activation="tanh"))
-    for want, got in zip(plain, moved):
-        for name in ("nngp", "ntk", "diag1", "diag2"):
-            assert getattr(got, name).device.type == "cpu", name
-            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+        moved = every()
+    for n, (want, got) in enumerate(zip(plain, moved)):
+        assert got.device.type == "cpu", n
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 # Catches: `MLPDescription.module` dropping a hidden layer, a variance (an NTKLinear built with the
@@ -222,3 +233,112 @@ def test_erf_nngp_where_rounding_passes_a_correlation_of_one() -> None:
             k, k12 = wv * math.fsum(u * u for u in r) / 3 + bv, sign * wv * math.fsum(u * u for u in r) / 3 + bv
             ref.append(wv * 2 / math.pi * math.asin(2 * k12 / (1 + 2 * k)) + bv)
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-7)
+
+
+# Catches: the lower clamp of ReLU's cosine dropped or widened (-2). For a point against its own
+# negative the cosine is -1, and rounding puts it below -1 (measured: 11 of these 60 pairs), where
+# arccos is NaN. The plain-float reference clamps too; near t = π the kernel's terms are
+# O(sqrt(δ)) ~ 1e-8 of k for a rounding δ ~ 1e-16, hence atol 1e-7 · max k.
+@pytest.mark.parametrize("depth", [1, 2])
+def test_relu_kernels_of_points_against_their_negatives(depth: int) -> None:
+    x = _rows(60, 3, 11)
+    wv, bv = 2.0, 0.0
+    a = x.tolist()
+    scale = max(wv * math.fsum(u * u for u in r) / 3 for r in a)
+    for q, fn in ((0, K.mlp_nngp), (1, K.mlp_ntk)):
+        got = fn(x, -x, depth, wv, bv, "relu").diagonal().numpy()
+        ref = [ref_mlp(r, [-u for u in r], False, depth, wv, bv, "relu")[q] for r in a]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7 * scale)
+
+
+def _ref_released(
+    x: list[float], z: list[float], x2: list[float], z2: list[float], same: bool, fd: int, gd: int, wv: float, bv: float
+) -> tuple[float, float]:
+    """`(K_h, Θ_h)` of the released code's recursion (docs/theory.md, "The released code"): g's
+    forward layers carry the correlation c = ρ / sqrt(ρ₁ ρ₂) (diagonals 1), the readout no factor,
+    the backward products none; Θ_h = Θ_f · T. ReLU, plain floats."""
+    sf, tf, sf1, sf2 = ref_mlp(z, z2, same, fd, wv, bv, "relu")
+    c = sf / math.sqrt(sf1 * sf2)
+    d = len(x)
+    lin = wv * math.fsum(u * v for u, v in zip(x, x2)) / d + bv
+    k1, k2 = wv * math.fsum(u * u for u in x) / d + bv, wv * math.fsum(v * v for v in x2) / d + bv
+    k, t = c * lin, lin
+    for layer in range(gd):
+        e, e_dot = _expect("relu", k1, k2, k, same)
+        t = wv * e + bv + wv * e_dot * t
+        factor = 1.0 if layer == gd - 1 else c
+        e1, e2 = _expect("relu", k1, k1, k1, True)[0], _expect("relu", k2, k2, k2, True)[0]
+        k, k1, k2 = factor * (wv * e + bv), wv * e1 + bv, wv * e2 + bv
+    return k, tf * t
+
+
+# Catches: `variant` not passed on by hyper_nngp / hyper_ntk, and any change to the released
+# branch of the recursion (the correlation, the ones on its diagonals, the factor left off the
+# readout and the backward products), against the released recursion written out in plain floats.
+@pytest.mark.parametrize(("fd", "gd"), [(1, 1), (2, 2), (1, 3)])
+def test_released_variant_against_plain_float(fd: int, gd: int) -> None:
+    wv, bv = 2.0, 0.1
+    x1, z1, x2, z2 = _rows(4, 3, 12), _rows(4, 2, 13) * 3, _rows(3, 3, 14), _rows(3, 2, 15)
+    a, za, b, zb = (t.tolist() for t in (x1, z1, x2, z2))
+    for sym in (False, True):
+        bb, zz = (a, za) if sym else (b, zb)
+        n2 = len(bb)
+        ref = [
+            _matrix(
+                lambda i, j, s, q=q, bb=bb, zz=zz: _ref_released(a[i], za[i], bb[j], zz[j], s, fd, gd, wv, bv)[q],
+                4,
+                n2,
+                sym,
+            )
+            for q in (0, 1)
+        ]
+        args = (None, None) if sym else (x2, z2)
+        kw = dict(f_depth=fd, g_depth=gd, weight_var=wv, bias_var=bv, variant="released")
+        np.testing.assert_allclose(K.hyper_nngp(x1, z1, *args, **kw).numpy(), ref[0], rtol=RTOL)
+        np.testing.assert_allclose(K.hyper_ntk(x1, z1, *args, **kw).numpy(), ref[1], rtol=RTOL)
+
+
+def _spy_rows(monkeypatch: pytest.MonkeyPatch, module: object) -> list[tuple[int, int]]:
+    """Record the `[rows, columns]` of every `mlp_recursion` call made through `module`."""
+    calls: list[tuple[int, int]] = []
+    real = module.mlp_recursion  # type: ignore[attr-defined]
+
+    def spy(x1: torch.Tensor, x2: torch.Tensor, *args: object, **kwargs: object) -> object:
+        calls.append((x1.shape[0], x2.shape[0]))
+        return real(x1, x2, *args, **kwargs)
+
+    monkeypatch.setattr(module, "mlp_recursion", spy)
+    return calls
+
+
+# Catches: `block` ignored by any public function (the values agree whatever the blocking, so only
+# the row counts show it), and the default block size changed: 2^20 numbers per block temporary
+# (about 8 MB of float64), so 2^20 // N2 rows, at least 16.
+def test_rows_are_computed_in_the_blocks_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, z = _rows(5, 3, 16), _rows(5, 2, 17)
+    calls = _spy_rows(monkeypatch, hn.kernels.analytic)
+    for fn in (K.mlp_kernel, K.mlp_nngp, K.mlp_ntk):
+        calls.clear()
+        fn(x, None, 1, block=2)
+        assert calls == [(2, 5), (2, 5), (1, 5)], fn.__name__
+    calls.clear()
+    K.mlp_ntk(torch.ones(40, 1, dtype=torch.float64), torch.ones(2**15, 1, dtype=torch.float64))
+    assert calls == [(32, 2**15), (8, 2**15)]  # 2^20 // 2^15 = 32 rows
+    calls.clear()
+    K.mlp_nngp(torch.ones(20, 1, dtype=torch.float64), torch.ones(2**17, 1, dtype=torch.float64))
+    assert calls == [(16, 2**17), (4, 2**17)]  # 2^20 // 2^17 = 8, raised to the minimum 16
+    hyper_calls = _spy_rows(monkeypatch, hn.kernels.hyper)
+    for fn in (K.hyper_kernel, K.hyper_nngp, K.hyper_ntk):  # f's and g's recursion per block
+        hyper_calls.clear()
+        fn(x, z, block=2)
+        assert hyper_calls == [(2, 5), (2, 5), (2, 5), (2, 5), (1, 5), (1, 5)], fn.__name__
+
+
+# Catches: `dtype` not passed on by hyper_nngp / hyper_ntk (hyper_kernel's default float64 would
+# be used instead of the float32 asked for).
+def test_hyper_kernels_in_the_dtype_asked_for() -> None:
+    x, z = _rows(4, 3, 18), _rows(4, 2, 19)
+    for fn in (K.hyper_kernel, K.hyper_nngp, K.hyper_ntk, K.mlp_kernel, K.mlp_nngp, K.mlp_ntk):
+        out = fn(x, z, dtype=torch.float32) if fn.__name__.startswith("hyper") else fn(x, dtype=torch.float32)
+        parts = [out.nngp, out.ntk, out.diag1, out.diag2] if isinstance(out, K.Kernel) else [out]
+        assert all(t.dtype == torch.float32 for t in parts), fn.__name__

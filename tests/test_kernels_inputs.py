@@ -61,6 +61,8 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("z1 d=0", lambda: K.hyper_ntk(X, torch.zeros(4, 0)), ValueError, r"^z1: needs d >= 1"),
     ("z2 dims", lambda: K.hyper_ntk(X, Z, X, _x(4, 3)), ValueError, r"^z2: expected \[N2, 2\], got \[4, 3\]"),
     ("z rows", lambda: K.hyper_nngp(X, _x(3, 2)), ValueError, r"^z1/z2: need one z per x"),
+    ("z1 rows only", lambda: K.hyper_ntk(X, _x(3, 2), X, Z), ValueError, r"^z1/z2: need one z per x"),
+    ("z2 rows only", lambda: K.hyper_ntk(X, Z, X, _x(3, 2)), ValueError, r"^z1/z2: need one z per x"),
     ("hyper activation", lambda: K.hyper_ntk(X, Z, activation="nope"), ValueError, r"^activation: unknown"),
     # descriptions
     ("desc width", lambda: K.MLPDescription(3, 0, 1), ValueError, r"^width: must be >= 1"),
