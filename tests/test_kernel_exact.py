@@ -342,3 +342,21 @@ def test_hyper_kernels_in_the_dtype_asked_for() -> None:
         out = fn(x, z, dtype=torch.float32) if fn.__name__.startswith("hyper") else fn(x, dtype=torch.float32)
         parts = [out.nngp, out.ntk, out.diag1, out.diag2] if isinstance(out, K.Kernel) else [out]
         assert all(t.dtype == torch.float32 for t in parts), fn.__name__
+
+
+# Catches: `hyper_kernel`'s diagonals wrong, missing or taken from one block only (blocks of 2 rows
+# here), and a bug mutation testing found: with no rows in x1 no block ran, so `diag2` came back
+# empty instead of x2's diagonal (now one empty block still runs g's recursion).
+def test_hyper_kernel_diagonals_blocked_and_with_no_rows_in_x1() -> None:
+    x1, z1, x2, z2 = _rows(5, 3, 20), _rows(5, 2, 21), _rows(3, 3, 22), _rows(3, 2, 23)
+    kw = dict(f_depth=1, g_depth=2, weight_var=2.0, bias_var=0.1)
+
+    def diag(x: torch.Tensor, z: torch.Tensor) -> list[float]:
+        return [ref_hyper(r, q, r, q, True, 1, 2, 2.0, 0.1, "relu")[0] for r, q in zip(x.tolist(), z.tolist())]
+
+    got = K.hyper_kernel(x1, z1, x2, z2, **kw, block=2)
+    np.testing.assert_allclose(got.diag1.numpy(), diag(x1, z1), rtol=RTOL)
+    np.testing.assert_allclose(got.diag2.numpy(), diag(x2, z2), rtol=RTOL)
+    empty = K.hyper_kernel(x1[:0], z1[:0], x2, z2, **kw)
+    assert empty.nngp.shape == (0, 3) and empty.ntk.shape == (0, 3) and empty.diag1.shape == (0,)
+    np.testing.assert_allclose(empty.diag2.numpy(), diag(x2, z2), rtol=RTOL)
