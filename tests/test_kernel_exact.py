@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import hypernet as hn
 from hypernet.kernels import quadrature_rule
@@ -327,6 +328,9 @@ def test_rows_are_computed_in_the_blocks_asked_for(monkeypatch: pytest.MonkeyPat
     calls.clear()
     K.mlp_nngp(torch.ones(20, 1, dtype=torch.float64), torch.ones(2**17, 1, dtype=torch.float64))
     assert calls == [(16, 2**17), (4, 2**17)]  # 2^20 // 2^17 = 8, raised to the minimum 16
+    calls.clear()
+    K.mlp_nngp(torch.ones(2**19 + 1, 1, dtype=torch.float64), torch.ones(0, 1, dtype=torch.float64))
+    assert calls == [(2**19 + 1, 0)]  # no columns: counted as one, 2^20 rows per block
     hyper_calls = _spy_rows(monkeypatch, hn.kernels.hyper)
     for fn in (K.hyper_kernel, K.hyper_nngp, K.hyper_ntk):  # f's and g's recursion per block
         hyper_calls.clear()
@@ -360,3 +364,15 @@ def test_hyper_kernel_diagonals_blocked_and_with_no_rows_in_x1() -> None:
     empty = K.hyper_kernel(x1[:0], z1[:0], x2, z2, **kw)
     assert empty.nngp.shape == (0, 3) and empty.ntk.shape == (0, 3) and empty.diag1.shape == (0,)
     np.testing.assert_allclose(empty.diag2.numpy(), diag(x2, z2), rtol=RTOL)
+
+
+# Catches: a closed-form rule with the wrong name or forward function, and a named activation
+# without a closed form (tanh) not reaching the quadrature rule with its own function and name.
+def test_rules_by_name_carry_their_name_and_function() -> None:
+    u = torch.linspace(-2.0, 2.0, 9, dtype=torch.float64)
+    for name, fn in (("relu", torch.relu), ("erf", torch.erf), ("tanh", torch.tanh), ("gelu", F.gelu)):
+        rule = K.get_rule(name)
+        assert rule.name == name
+        torch.testing.assert_close(rule.fn(u), fn(u), rtol=0, atol=0)
+    tanh = K.get_rule("tanh")
+    assert K.get_rule(tanh) is tanh  # a ready rule is used as it is
