@@ -53,12 +53,16 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "src/hypernet/kernels/validate.py",
         ],
         # the Monte-Carlo checks (a third line behind the plain-float recursions and the neural-tangents
-        # values, ~35 s together) stay in the suite; per mutant they would triple the run
+        # values, ~35 s together) stay in the suite; per mutant they would triple the run. structured.py
+        # is the empirical NTK's dense-layer method: the empirical-NTK tests are its tests
         [
             "tests/test_kernel_references.py",
             "tests/test_kernel_exact.py",
             "tests/test_kernels.py",
             "tests/test_kernels_inputs.py",
+            "tests/test_empirical_ntk.py",
+            "tests/test_empirical_ntk_reference.py",
+            "tests/test_empirical_ntk_exact.py",
             "-m",
             "not slow",
             "-k",
@@ -78,6 +82,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/test_empirical_ntk.py",
             "tests/test_empirical_ntk_reference.py",
+            "tests/test_empirical_ntk_exact.py",
             "tests/test_kernels.py",
             "tests/test_kernels_inputs.py",
             "-k",
