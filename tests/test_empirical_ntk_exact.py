@@ -15,8 +15,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import hypernet.kernels as K
 from hypernet.kernels import empirical_ntk, functional, structured
-from hypernet.kernels.ntk_plan import probe
+from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
+from hypernet.kernels.ntk_plan import Probe, probe
+from test_empirical_ntk import _peak_bytes
 
 TOL = dict(atol=1e-10, rtol=1e-10)
 METHODS = ["structured", "jacobian", "ntvp"]
@@ -107,28 +110,63 @@ def test_x2_as_many_rows_as_x1(method: str) -> None:
 
 
 class _Switch(nn.Module):
-    """Calls `inner` twice on rows holding a value above 100: a structure the two-row probe on
-    ordinary rows cannot see."""
+    """On rows holding a value above 100, calls `inner` twice (`"twice"`) or returns `[N, 1, 1]`
+    (`"3d"`): a structure the two-row probe on ordinary rows cannot see."""
 
-    def __init__(self) -> None:
+    def __init__(self, change: str) -> None:
         super().__init__()
+        self.change = change
         self.inner, self.head = nn.Linear(4, 4), nn.Linear(4, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.inner(x)
-        if bool((x > 100).any()):
+        big = bool((x > 100).any())
+        if big and self.change == "twice":
             h = self.inner(torch.tanh(h))
-        return self.head(h)
+        y = self.head(h)
+        return y[:, :, None] if big and self.change == "3d" else y
 
 
-# Catches: the data-dependent change found in only one of the two sides of a block not reported.
-def test_structure_that_changes_with_the_data_is_reported() -> None:
-    net = _Switch().double()
+# Catches: a data-dependent change found in only one of the two sides of a block not reported, the
+# report's text (the output's shape), and the probe checking other rows than the first two (a
+# change in row 0 is refused before any work, one in row 2 only when its block runs).
+@pytest.mark.parametrize(
+    ("change", "message", "refused"),
+    [
+        ("twice", r"layer inner is not called once", r"^method='structured' needs an nn.Module"),
+        ("3d", r"the output is not \[N, O\] \(got \[3, 1, 1\]\)", r"^f: expected model outputs \[N, O\]"),
+    ],
+)
+def test_structure_that_changes_with_the_data_is_reported(change: str, message: str, refused: str) -> None:
+    net = _Switch(change).double()
     x1, x2 = _x(3, 6), _x(3, 7)
     x2[2, 0] = 1000.0  # past the two rows the probe checks
     for a, b in ((x1, x2), (x2, x1)):
-        with pytest.raises(RuntimeError, match=r"^structured empirical NTK: layer inner is not called once"):
+        with pytest.raises(RuntimeError, match=rf"^structured empirical NTK: {message}"):
             empirical_ntk(net, a, b, method="structured")
+    x2[0, 0] = 1000.0
+    with pytest.raises(ValueError, match=refused):
+        empirical_ntk(net, x2, x1, method="structured")
+
+
+# Catches: a dense layer applied to [N, T, F] rather than [N, features] rows taken for one the
+# structured formula covers (the check on the layer input's dimensions weakened).
+def test_dense_layer_on_three_dimensional_rows_is_not_structured() -> None:
+    torch.manual_seed(7)
+    net = nn.Sequential(nn.Unflatten(1, (2, 2)), nn.Linear(2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(6, 1)).double()
+    with pytest.raises(ValueError, match=r"layer 1 is not called once on \[N, features\] rows"):
+        empirical_ntk(net, _x(3, 8), method="structured")
+    x1, x2 = _x(3, 8), _x(2, 9)
+    torch.testing.assert_close(empirical_ntk(net, x1, x2), _loop(net, x1, x2), **TOL)  # auto falls back
+
+
+# Catches (structured, one output per unit at a time): the accumulator for "diagonal" shaped after
+# the second layer's Gram matrix, which a model with a single dense layer does not have.
+def test_single_dense_layer() -> None:
+    torch.manual_seed(8)
+    net = nn.Linear(4, 3).double()
+    for other in (_x(3, 10), None):
+        _all_outputs(net, _x(5, 11), other, "structured")
 
 
 # Catches: the blocks of `structured_ntk` taken with the wrong sizes (rows of x1 in blocks of x2's
@@ -168,3 +206,59 @@ def test_probe_counts_outputs_and_dtype() -> None:
     p = probe(fn, params, _x(5, 10))
     assert (p.n_outputs, p.itemsize, p.dtype) == (3, 8, torch.float64)
     assert p.param_bytes == 8 * (4 * 6 + 6 + 6 * 3 + 3)
+
+
+# Catches: a dropped or changed term in any method's peak estimate (`max_memory` planning). The
+# expected values are the terms their docstrings list, written out for one small made-up probe:
+# O = 3 outputs, 8-byte items, 1000 bytes per extra row, 100 batch-independent, 50 of parameters;
+# a result of 5 x 7 rows; blocks of 2 x 3 rows; P = 40 parameters; two dense layers 4 -> 6 -> 3.
+def test_peak_estimates_are_the_documented_sums() -> None:
+    pr = Probe(3, 8, 1000, 100, 50, torch.float64, torch.device("cpu"))
+    o, item, n1, n2, r, c, n_params = 3, 8, 5, 7, 2, 3, 40
+    pairs = {"full": o * o, "trace": 1, "diagonal": o}  # numbers per (row, row) pair of the result
+    layers = {
+        "a": structured.Layer(True, True, 1.0, 1.0, 4, 6),
+        "b": structured.Layer(True, False, 1.0, 1.0, 6, 3),
+    }
+    for output, per in pairs.items():
+        result = item * n1 * n2 * per
+        # structured: per row its graph, both layers' inputs and outputs, and δ of one unit (all O
+        # for "full") at every layer twice; per pair each layer's Gram matrix and two products
+        kept = o if output == "full" else 1
+        row = 1000 + item * ((4 + 6) + (6 + 3) + 2 * kept * (6 + 3))
+        pair = item * (2 + 2 * per)
+        want = result + 2 * (100 + 50) + (r + c) * row + r * c * pair
+        assert structured.peak(pr, layers, output, n1, n2, r, c) == want, output
+        # jacobian: per row its Jacobian [O, P] and O gradients' graphs, twice; per pair one
+        # result-sized contraction temporary
+        row = 2 * o * (item * n_params + 1000)
+        want = result + 2 * o * 100 + 50 + (r + c) * row + r * c * item * per
+        assert jacobian_peak(pr, n_params, output, n1, n2, r, c) == want, output
+        # ntvp with k = 4 products at once: the vjp graph at the c rows, and per product a tangent
+        # [P] twice, the activations of r + c rows, its column [r, O] twice, the fixed memory twice
+        per_product = 2 * item * n_params + (r + c) * 1000 + 2 * item * r * o + 2 * 100
+        want = result + 50 + 100 + c * 1000 + 4 * per_product
+        assert ntvp_peak(pr, n_params, output, n1, n2, r, c, 4) == want, output
+
+
+# Catches: an estimate that is not an upper bound of the memory actually used (a budget could then
+# be exceeded), or one so loose that blocks are needlessly small. Measured peak of live torch CPU
+# memory (the profiler, as in test_empirical_ntk.py) against the plan's estimate, unblocked and
+# under half the budget: measured ratios are 1.1 to 4.0; the bounds are 1 and 6.
+@pytest.mark.parametrize("method", METHODS)
+def test_peak_estimate_bounds_the_measured_peak(method: str) -> None:
+
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3)).double()
+    x1, x2 = _x(60, 11, 6), _x(40, 12, 6)
+    for output in ("full", "trace", "diagonal"):
+        for other in (x2, None):
+            whole = K.plan_empirical_ntk(net, x1, other, method=method, output=output)
+            for budget in (None, whole.peak_bytes // 2):
+                plan = K.plan_empirical_ntk(net, x1, other, method=method, output=output, max_memory=budget)
+                measured = _peak_bytes(
+                    lambda b=budget, o=other, out=output: K.empirical_ntk(
+                        net, x1, o, method=method, output=out, max_memory=b
+                    )
+                )
+                assert measured <= plan.peak_bytes <= 6 * measured, (output, other is None, budget, plan, measured)
