@@ -90,6 +90,10 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"^k_train: contains 1",
     ),
+    ("k_train list", lambda: K.kernel_predict([[1.0]], Y, KERN), TypeError, r"^k_train: expected a Tensor, got list"),
+    ("y_train list", lambda: K.kernel_predict(KERN, [1.0] * 4, KERN), TypeError, r"^y_train: expected a Tensor, got"),
+    ("k_test_train list", lambda: K.kernel_predict(KERN, Y, 1.0), TypeError, r"^k_test_train: expected a Tensor, got"),
+    ("k_test list", lambda: K.kernel_predict(KERN, Y, KERN, [1.0]), TypeError, r"^k_test: expected a Tensor, got list"),
     ("k_train square", lambda: K.kernel_predict(KERN[:3], Y, KERN), ValueError, r"^k_train: expected a square"),
     (
         "y_train nan",
