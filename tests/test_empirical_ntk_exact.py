@@ -18,7 +18,7 @@ from torch import Tensor, nn
 import hypernet.kernels as K
 from hypernet.kernels import empirical_ntk, functional, structured
 from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
-from hypernet.kernels.ntk_plan import Probe, probe
+from hypernet.kernels.ntk_plan import NTKPlan, Probe, mib, probe
 from test_empirical_ntk import _peak_bytes
 
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -262,3 +262,33 @@ def test_peak_estimate_bounds_the_measured_peak(method: str) -> None:
                     )
                 )
                 assert measured <= plan.peak_bytes <= 6 * measured, (output, other is None, budget, plan, measured)
+
+
+# Catches: the plan's description (logged at INFO by every empirical_ntk call) with a field left
+# out or mislabelled, and `mib` rounding to the wrong unit.
+def test_plan_description_and_its_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    assert [mib(n) for n in (0, 1023, 1024, 1536, 2**20, 5 * 2**30)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "1.0 MiB",
+        "5.0 GiB",
+    ]
+    plan = NTKPlan("ntvp", "requested", "full", (5, 3, 3, 3), 40, (2, 3), 4, 3 * 2**20 + 2**19, 2**30)
+    assert str(plan) == (
+        "method='ntvp' (requested); output 'full' [5, 3, 3, 3], 40 parameters, blocks of 2x3 rows, "
+        "4 NTK-vector products at once; estimated peak 3.5 MiB of max_memory 1.0 GiB"
+    )
+    no_products = NTKPlan("jacobian", "r", "trace", (5, 3), 40, (5, 3), None, 2048, 4096)
+    assert str(no_products) == (
+        "method='jacobian' (r); output 'trace' [5, 3], 40 parameters, blocks of 5x3 rows; "
+        "estimated peak 2.0 KiB of max_memory 4.0 KiB"
+    )
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    with caplog.at_level("INFO", logger="hypernet.kernels"):
+        empirical_ntk(net, _x(3, 12), method="jacobian", output="trace", max_memory=2**30)
+    plan = K.plan_empirical_ntk(net, _x(3, 12), method="jacobian", output="trace", max_memory=2**30)
+    assert [r.getMessage() for r in caplog.records] == [f"empirical_ntk: {plan}"]
+    assert str(plan).startswith("method='jacobian' (requested); output 'trace' [3, 3], 37 parameters, blocks of 3x3")

@@ -376,3 +376,43 @@ def test_rules_by_name_carry_their_name_and_function() -> None:
         torch.testing.assert_close(rule.fn(u), fn(u), rtol=0, atol=0)
     tanh = K.get_rule("tanh")
     assert K.get_rule(tanh) is tanh  # a ready rule is used as it is
+
+
+def _layers(module: torch.nn.Module) -> list[tuple[str, int, int, float, float] | str]:
+    """Each NTKLinear as (in, out, weight_var, bias_var), each other leaf module by its type name."""
+    out: list[tuple[str, int, int, float, float] | str] = []
+    for m in module.modules():
+        if isinstance(m, hn.layers.NTKLinear):
+            out.append(("ntk", m.in_features, m.out_features, m.weight_var, m.bias_var))
+        elif not list(m.children()):
+            out.append(type(m).__name__)
+    return out
+
+
+# Catches: `HyperDescription` building f or g with another depth, width, activation, variance or
+# parametrization than described, or its kernels called with other values (or x and z, or the
+# second set, mixed up); and a changed default of the description.
+def test_hyper_description_module_and_kernels() -> None:
+    desc = K.HyperDescription(
+        3, 2, 16, 8, f_depth=2, g_depth=1, out_features=2, weight_var=1.7, bias_var=0.1, activation="erf"
+    )
+    model = desc.module()
+    assert _layers(model.target.module) == [("ntk", 3, 8, 1.7, 0.1), "Erf", ("ntk", 8, 2, 1.7, 0.1)]
+    p = 3 * 8 + 8 + 8 * 2 + 2  # g's parameters, the hypernetwork's outputs
+    hidden = [("ntk", 2, 16, 1.7, 0.1), "Erf", ("ntk", 16, 16, 1.7, 0.1), "Erf"]
+    assert _layers(model.hypernetwork) == ["Identity", *hidden, ("ntk", 16, p, 1.7, 0.1)]
+    prim = desc.primary()
+    assert (prim.in_features, prim.width, prim.depth, prim.out_features) == (3, 8, 1, 2)
+    assert (prim.weight_var, prim.bias_var, prim.activation) == (1.7, 0.1, "erf")
+    x1, z1, x2, z2 = _rows(4, 3, 24), _rows(4, 2, 25), _rows(3, 3, 26), _rows(3, 2, 27)
+    a, za, b, zb = (t.tolist() for t in (x1, z1, x2, z2))
+    for q, fn in ((0, desc.nngp), (1, desc.ntk)):
+        ref = _matrix(
+            lambda i, j, s, q=q: ref_hyper(a[i], za[i], b[j], zb[j], s, 2, 1, 1.7, 0.1, "erf")[q], 4, 3, False
+        )
+        np.testing.assert_allclose(fn(x1, z1, x2, z2).numpy(), ref, rtol=RTOL)
+        sym = _matrix(lambda i, j, s, q=q: ref_hyper(a[i], za[i], a[j], za[j], s, 2, 1, 1.7, 0.1, "erf")[q], 4, 4, True)
+        np.testing.assert_allclose(fn(x1, z1).numpy(), sym, rtol=RTOL)
+    default = K.HyperDescription(3, 2, 16, 8)
+    assert (default.f_depth, default.g_depth, default.out_features) == (1, 1, 1)
+    assert (default.weight_var, default.bias_var, default.activation) == (2.0, 0.0, "relu")

@@ -84,6 +84,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_empirical_ntk_reference.py",
             "tests/test_empirical_ntk_exact.py",
             "tests/test_kernel_predict_exact.py",
+            "tests/test_kernel_exact.py",
             "tests/test_kernels.py",
             "tests/test_kernels_inputs.py",
             "-k",
