@@ -322,9 +322,11 @@ def test_rows_are_computed_in_the_blocks_asked_for(monkeypatch: pytest.MonkeyPat
         calls.clear()
         fn(x, None, 1, block=2)
         assert calls == [(2, 5), (2, 5), (1, 5)], fn.__name__
-    calls.clear()
-    K.mlp_ntk(torch.ones(40, 1, dtype=torch.float64), torch.ones(2**15, 1, dtype=torch.float64))
-    assert calls == [(32, 2**15), (8, 2**15)]  # 2^20 // 2^15 = 32 rows
+    wide = torch.ones(2**15, 1, dtype=torch.float64)
+    for fn in (K.mlp_kernel, K.mlp_ntk):
+        calls.clear()
+        fn(torch.ones(40, 1, dtype=torch.float64), wide)
+        assert calls == [(32, 2**15), (8, 2**15)], fn.__name__  # 2^20 // 2^15 = 32 rows
     calls.clear()
     K.mlp_nngp(torch.ones(20, 1, dtype=torch.float64), torch.ones(2**17, 1, dtype=torch.float64))
     assert calls == [(16, 2**17), (4, 2**17)]  # 2^20 // 2^17 = 8, raised to the minimum 16
@@ -336,6 +338,9 @@ def test_rows_are_computed_in_the_blocks_asked_for(monkeypatch: pytest.MonkeyPat
         hyper_calls.clear()
         fn(x, z, block=2)
         assert hyper_calls == [(2, 5), (2, 5), (2, 5), (2, 5), (1, 5), (1, 5)], fn.__name__
+    hyper_calls.clear()
+    K.hyper_kernel(torch.ones(40, 1, dtype=torch.float64), torch.ones(40, 1, dtype=torch.float64), wide, wide)
+    assert hyper_calls == [(32, 2**15)] * 2 + [(8, 2**15)] * 2
 
 
 # Catches: `dtype` not passed on by hyper_nngp / hyper_ntk (hyper_kernel's default float64 would
