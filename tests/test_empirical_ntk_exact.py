@@ -18,6 +18,7 @@ from torch import Tensor, nn
 import hypernet.kernels as K
 from hypernet.kernels import empirical_ntk, functional, structured
 from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
+from hypernet.kernels.empirical import _too_big
 from hypernet.kernels.ntk_plan import NTKPlan, Probe, mib, probe
 from test_empirical_ntk import _peak_bytes
 
@@ -292,3 +293,23 @@ def test_plan_description_and_its_log_line(caplog: pytest.LogCaptureFixture) -> 
     plan = K.plan_empirical_ntk(net, _x(3, 12), method="jacobian", output="trace", max_memory=2**30)
     assert [r.getMessage() for r in caplog.records] == [f"empirical_ntk: {plan}"]
     assert str(plan).startswith("method='jacobian' (requested); output 'trace' [3, 3], 37 parameters, blocks of 3x3")
+
+
+# Catches: the too-small-budget error saying the wrong thing: which part does not fit (the result
+# itself only when it is larger than the budget), the hint to use output='trace' only for forms
+# that have output axes, and the figures it quotes.
+def test_too_small_budget_message() -> None:
+    assert str(_too_big("jacobian", 1000, 3000, 9000, 2000, (5, 3, 2, 2))) == (
+        "max_memory: 1000 B is too small for the 'jacobian' empirical NTK (the result alone does not fit): "
+        "estimated peak 2.9 KiB with 1x1-row blocks (2.0 KiB is the result [5, 3, 2, 2] itself; 8.8 KiB "
+        "unblocked). Raise max_memory or use fewer points, or output='trace'"
+    )
+    assert str(_too_big("ntvp", 1000, 3000, 9000, 1000, (5, 3))) == (
+        "max_memory: 1000 B is too small for the 'ntvp' empirical NTK (not even one block fits): estimated "
+        "peak 2.9 KiB with 1x1-row blocks (1000 B is the result [5, 3] itself; 8.8 KiB unblocked). Raise "
+        "max_memory or use fewer points"
+    )
+    torch.manual_seed(10)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    with pytest.raises(ValueError, match=r"\(the result alone does not fit\).*fewer points$"):
+        empirical_ntk(net, _x(30, 13), method="jacobian", output="trace", max_memory=30 * 30 * 8 - 1)
