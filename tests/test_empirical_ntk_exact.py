@@ -15,7 +15,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import hypernet as hn
 import hypernet.kernels as K
+from hypernet.conditioning import DataEncoder
 from hypernet.kernels import empirical_ntk, functional, structured
 from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
 from hypernet.kernels.empirical import _too_big
@@ -313,3 +315,50 @@ def test_too_small_budget_message() -> None:
     net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
     with pytest.raises(ValueError, match=r"\(the result alone does not fit\).*fewer points$"):
         empirical_ntk(net, _x(30, 13), method="jacobian", output="trace", max_memory=30 * 30 * 8 - 1)
+
+
+# Catches: a HyperModel whose conditioner reads the batch itself (DataEncoder without a condition)
+# handed something else than x, so the kernel w.r.t. the hypernetwork and conditioner parameters
+# would not be that of model(x). Reference: the autograd loop over exactly those parameters.
+@pytest.mark.parametrize("method", ["jacobian", "ntvp"])
+def test_hypermodel_with_a_data_encoder(method: str) -> None:
+    torch.manual_seed(11)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double())
+    hyper = hn.MLPHyperNetwork(2, target.spec, hidden=(5,)).double()
+    model = hn.HyperModel(target, hyper, DataEncoder(nn.Linear(4, 2).double(), 2))
+    x1, x2 = _x(3, 14), _x(2, 15)
+    params = [p for n, p in model.named_parameters() if n.startswith(("hypernetwork.", "conditioner."))]
+
+    def grads(x: Tensor) -> Tensor:  # [N, O, P]: each row alone, so it gets its own weights
+        rows = []
+        for i in range(x.shape[0]):
+            y = model(x[i : i + 1])[0]
+            rows.append(
+                torch.stack(
+                    [
+                        torch.cat([g.flatten() for g in torch.autograd.grad(y[a], params, retain_graph=True)])
+                        for a in range(2)
+                    ]
+                )
+            )
+        return torch.stack(rows)
+
+    ref = torch.einsum("iap,jbp->ijab", grads(x1), grads(x2))
+    torch.testing.assert_close(empirical_ntk(model, x1, x2, method=method), ref, **TOL)
+
+
+# Catches: a `module` attribute that is not an nn.Module taken for one (the structured path would
+# then fail on it); such a function is a plain function: a warning, and the Jacobian method.
+def test_function_with_a_module_attribute_that_is_not_a_module() -> None:
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    fn, params = functional(net)
+
+    def plain(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return fn(p, x)
+
+    plain.module = "not a module"  # type: ignore[attr-defined]
+    x1 = _x(3, 16)
+    with pytest.warns(UserWarning, match="plain function"):
+        got = empirical_ntk(plain, params, x1)
+    torch.testing.assert_close(got, _loop(net, x1, x1), **TOL)
