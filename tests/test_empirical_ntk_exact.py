@@ -362,3 +362,23 @@ def test_function_with_a_module_attribute_that_is_not_a_module() -> None:
     with pytest.warns(UserWarning, match="plain function"):
         got = empirical_ntk(plain, params, x1)
     torch.testing.assert_close(got, _loop(net, x1, x1), **TOL)
+
+
+# Catches: the number of NTK-vector products run at once not "as many as the budget allows, at
+# least 1, at most a block's worth of columns" (c·O for "full", c // O otherwise): unbounded, the
+# whole block is one group up to that cap; with a budget of the fixed part plus 2.5 products'
+# worth, exactly 2 run at once in an unblocked plan.
+@pytest.mark.parametrize("output", ["full", "trace", "diagonal"])
+def test_ntvp_runs_as_many_products_as_fit(output: str) -> None:
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    fn, params = functional(net)
+    x1, x2 = _x(12, 17), _x(10, 18)
+    n_params = sum(p.numel() for p in params.values())
+    whole = K.plan_empirical_ntk(net, x1, x2, method="ntvp", output=output)
+    assert whole.block == (12, 10) and whole.products == (10 * 3 if output == "full" else 10 // 3)
+    pr = probe(fn, params, x1)
+    base = ntvp_peak(pr, n_params, output, 12, 10, 12, 10, 0)
+    per = ntvp_peak(pr, n_params, output, 12, 10, 12, 10, 1) - base
+    plan = K.plan_empirical_ntk(net, x1, x2, method="ntvp", output=output, max_memory=base + 2 * per + per // 2)
+    assert plan.block == (12, 10) and plan.products == 2
