@@ -113,8 +113,8 @@ def test_x2_as_many_rows_as_x1(method: str) -> None:
 
 
 class _Switch(nn.Module):
-    """On rows holding a value above 100, calls `inner` twice (`"twice"`) or returns `[N, 1, 1]`
-    (`"3d"`): a structure the two-row probe on ordinary rows cannot see."""
+    """On rows holding a value above 100, calls `inner` twice (`"twice"`), returns `[N, 1, 1]`
+    (`"3d"`) or a tuple (`"tuple"`): a structure the two-row probe on ordinary rows cannot see."""
 
     def __init__(self, change: str) -> None:
         super().__init__()
@@ -127,6 +127,8 @@ class _Switch(nn.Module):
         if big and self.change == "twice":
             h = self.inner(torch.tanh(h))
         y = self.head(h)
+        if big and self.change == "tuple":
+            return (y,)  # type: ignore[return-value]
         return y[:, :, None] if big and self.change == "3d" else y
 
 
@@ -138,6 +140,7 @@ class _Switch(nn.Module):
     [
         ("twice", r"layer inner is not called once", r"^method='structured' needs an nn.Module"),
         ("3d", r"the output is not \[N, O\] \(got \[3, 1, 1\]\)", r"^f: expected model outputs \[N, O\]"),
+        ("tuple", r"the output is not \[N, O\] \(got \[\]\)", r"^f: expected the model to return a Tensor"),
     ],
 )
 def test_structure_that_changes_with_the_data_is_reported(change: str, message: str, refused: str) -> None:
@@ -148,7 +151,7 @@ def test_structure_that_changes_with_the_data_is_reported(change: str, message: 
         with pytest.raises(RuntimeError, match=rf"^structured empirical NTK: {message}"):
             empirical_ntk(net, a, b, method="structured")
     x2[0, 0] = 1000.0
-    with pytest.raises(ValueError, match=refused):
+    with pytest.raises((ValueError, TypeError), match=refused):
         empirical_ntk(net, x2, x1, method="structured")
 
 

@@ -347,10 +347,14 @@ def test_rows_are_computed_in_the_blocks_asked_for(monkeypatch: pytest.MonkeyPat
 # be used instead of the float32 asked for).
 def test_hyper_kernels_in_the_dtype_asked_for() -> None:
     x, z = _rows(4, 3, 18), _rows(4, 2, 19)
-    for fn in (K.hyper_kernel, K.hyper_nngp, K.hyper_ntk, K.mlp_kernel, K.mlp_nngp, K.mlp_ntk):
-        out = fn(x, z, dtype=torch.float32) if fn.__name__.startswith("hyper") else fn(x, dtype=torch.float32)
-        parts = [out.nngp, out.ntk, out.diag1, out.diag2] if isinstance(out, K.Kernel) else [out]
-        assert all(t.dtype == torch.float32 for t in parts), fn.__name__
+    for act in ("relu", "tanh"):  # tanh: the quadrature rule's nodes and weights in that dtype too
+        for fn in (K.hyper_kernel, K.hyper_nngp, K.hyper_ntk, K.mlp_kernel, K.mlp_nngp, K.mlp_ntk):
+            if fn.__name__.startswith("hyper"):
+                out = fn(x, z, activation=act, dtype=torch.float32)
+            else:
+                out = fn(x, activation=act, dtype=torch.float32)
+            parts = [out.nngp, out.ntk, out.diag1, out.diag2] if isinstance(out, K.Kernel) else [out]
+            assert all(t.dtype == torch.float32 for t in parts), (act, fn.__name__)
 
 
 # Catches: `hyper_kernel`'s diagonals wrong, missing or taken from one block only (blocks of 2 rows
