@@ -33,7 +33,7 @@ def _problem(n: int = 6, m: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.
 # Catches: a `[N]` target not turned into a column (or its mean not squeezed back), the variance
 # from a diagonal `k_test` taken with the wrong sign or from the full matrix, `variance` set to
 # anything but None without a `k_test`, and the regulariser `diag_reg · mean(diag k_train)`
-# subtracted, divided, or left out.
+# subtracted, divided, or left out; the same `[N]` target at a finite time t.
 @pytest.mark.parametrize("diag_reg", [0.0, 0.1])
 def test_posterior_against_numpy(diag_reg: float) -> None:
     k, ks, kss, y = _problem()
@@ -54,6 +54,9 @@ def test_posterior_against_numpy(diag_reg: float) -> None:
     got = kernel_predict(k, y, ks, t=t, diag_reg=diag_reg)
     np.testing.assert_allclose(got.mean.numpy(), flow, rtol=RTOL, atol=ATOL)
     assert got.variance is None
+    got_one = kernel_predict(k, y[:, 1], ks, t=t, diag_reg=diag_reg)  # an [N] target gives an [M] mean
+    assert got_one.mean.shape == (4,)
+    np.testing.assert_allclose(got_one.mean.numpy(), flow[:, 1], rtol=RTOL, atol=ATOL)
 
 
 # Catches: the Cholesky failure not detected (info compared with 1, or the branches swapped), the
