@@ -18,7 +18,7 @@ from torch import Tensor, nn
 import hypernet as hn
 import hypernet.kernels as K
 from hypernet.conditioning import DataEncoder
-from hypernet.kernels import empirical_ntk, functional, structured
+from hypernet.kernels import autodiff, empirical_ntk, functional, structured
 from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
 from hypernet.kernels.empirical import _too_big
 from hypernet.kernels.ntk_plan import NTKPlan, Probe, mib, probe
@@ -385,3 +385,44 @@ def test_ntvp_runs_as_many_products_as_fit(output: str) -> None:
     per = ntvp_peak(pr, n_params, output, 12, 10, 12, 10, 1) - base
     plan = K.plan_empirical_ntk(net, x1, x2, method="ntvp", output=output, max_memory=base + 2 * per + per // 2)
     assert plan.block == (12, 10) and plan.products == 2
+
+
+# Catches (jacobian, ntvp): blocks of x1 taken with x2's block size, a symmetric kernel computing
+# blocks below the diagonal (or not mirroring them), a row block's Jacobians not reused across its
+# blocks, or recomputed on a diagonal block. Seen through the row slices each method takes.
+@pytest.mark.parametrize("method", ["jacobian", "ntvp"])
+def test_autodiff_blocks_are_the_ones_asked_for(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    fn, params = functional(net)
+    seen: list[int] = []
+    real = autodiff.rows
+
+    def spy(inputs: Tensor, index: slice) -> Tensor:
+        out = real(inputs, index)
+        seen.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(autodiff, "rows", spy)
+    x1, x2 = _x(5, 19), _x(6, 20)
+
+    def run(other: Tensor | None, block: tuple[int, int], shape: tuple[int, ...]) -> Tensor:
+        out = torch.empty(shape, dtype=torch.float64)
+        if method == "jacobian":
+            return autodiff.jacobian_ntk(fn, params, x1, other, "full", block, out)
+        return autodiff.ntvp_ntk(fn, params, x1, other, "full", block, 3, out)
+
+    got = run(x2, (2, 3), (5, 6, 2, 2))
+    torch.testing.assert_close(got, _loop(net, x1, x2), **TOL)
+    if method == "jacobian":  # x1's rows once per row block, x2's per block
+        assert seen == [2, 3, 3, 2, 3, 3, 1, 3, 3]
+    else:  # both sides per block
+        assert seen == [2, 3, 2, 3, 2, 3, 2, 3, 1, 3, 1, 3]
+    seen.clear()
+    got = run(None, (2, 2), (5, 5, 2, 2))
+    torch.testing.assert_close(got, _loop(net, x1, x1), **TOL)
+    # blocks (0,0) (0,1) (0,2) (1,1) (1,2) (2,2) only; a diagonal block reuses its row block
+    if method == "jacobian":
+        assert seen == [2, 2, 1, 2, 1, 1]
+    else:
+        assert seen == [2, 2, 2, 2, 2, 1, 2, 2, 2, 1, 1, 1]
