@@ -369,8 +369,8 @@ def test_function_with_a_module_attribute_that_is_not_a_module() -> None:
 
 # Catches: the number of NTK-vector products run at once not "as many as the budget allows, at
 # least 1, at most a block's worth of columns" (c·O for "full", c // O otherwise): unbounded, the
-# whole block is one group up to that cap; with a budget of the fixed part plus 2.5 products'
-# worth, exactly 2 run at once in an unblocked plan.
+# whole block is one group up to that cap; with a budget of the fixed part plus 2.5 (1.5) products'
+# worth, exactly 2 (1) run at once in an unblocked plan.
 @pytest.mark.parametrize("output", ["full", "trace", "diagonal"])
 def test_ntvp_runs_as_many_products_as_fit(output: str) -> None:
     torch.manual_seed(13)
@@ -385,6 +385,11 @@ def test_ntvp_runs_as_many_products_as_fit(output: str) -> None:
     per = ntvp_peak(pr, n_params, output, 12, 10, 12, 10, 1) - base
     plan = K.plan_empirical_ntk(net, x1, x2, method="ntvp", output=output, max_memory=base + 2 * per + per // 2)
     assert plan.block == (12, 10) and plan.products == 2
+    plan = K.plan_empirical_ntk(net, x1, x2, method="ntvp", output=output, max_memory=base + per + per // 2)
+    assert plan.block == (12, 10) and plan.products == 1
+    # 4 columns and O = 3: a cap of 4 // 3 = 1 product for "trace" / "diagonal", 12 for "full"
+    few = K.plan_empirical_ntk(net, x1, _x(4, 21), method="ntvp", output=output)
+    assert few.products == (12 if output == "full" else 1)
 
 
 # Catches (jacobian, ntvp): blocks of x1 taken with x2's block size, a symmetric kernel computing
