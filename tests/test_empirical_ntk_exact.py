@@ -205,6 +205,8 @@ def test_structured_blocks_are_the_ones_asked_for(monkeypatch: pytest.MonkeyPatc
     torch.testing.assert_close(sym, _loop(net, x1, x1), **TOL)
 
 
+# Catches: the probe miscounting the outputs, the output's item size or dtype, or the parameters'
+# bytes (4·6 + 6 + 6·3 + 3 float64 numbers), which every peak estimate starts from.
 def test_probe_counts_outputs_and_dtype() -> None:
     torch.manual_seed(5)
     net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()

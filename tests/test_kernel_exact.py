@@ -3,8 +3,9 @@
 rule on polynomial activations, where it is exact; every public function's defaults; the diagonals
 that `mlp_kernel` returns; and results that stay on the inputs' device whatever the default device.
 
-The expected values are plain-float Gaussian moments (Isserlis' theorem), written here, never taken
-from the library.
+The expected values are plain floats written here or in `test_kernel_references.py` (Gaussian
+moments by Isserlis' theorem, the kernel recursions of SOURCES.md §1 and docs/theory.md), never
+taken from the library.
 """
 
 from __future__ import annotations
