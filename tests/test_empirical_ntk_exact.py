@@ -433,3 +433,29 @@ def test_autodiff_blocks_are_the_ones_asked_for(method: str, monkeypatch: pytest
         assert seen == [2, 2, 1, 2, 1, 1]
     else:
         assert seen == [2, 2, 2, 2, 2, 1, 2, 2, 2, 1, 1, 1]
+
+
+# Catches: a tensor made on torch's default device instead of the data's (a `device=` dropped), and
+# a bug this test found: ntvp indexed its one-hot seeds with `torch.arange` on the default device, so
+# under `torch.device("meta")` the seeds stayed zero and the kernel came out wrong, silently.
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_the_inputs_device_whatever_the_default(method: str) -> None:
+    torch.manual_seed(15)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x1, x2 = _x(3, 22), _x(2, 23)
+    ref = _loop(net, x1, x2)
+    with torch.device("meta"):
+        got = {out: empirical_ntk(net, x1, x2, method=method, output=out) for out in ("full", "trace", "diagonal")}
+    assert all(g.device.type == "cpu" for g in got.values())
+    torch.testing.assert_close(got["full"], ref, **TOL)
+    torch.testing.assert_close(got["diagonal"], ref.diagonal(0, 2, 3), **TOL)
+    torch.testing.assert_close(got["trace"], ref.diagonal(0, 2, 3).sum(-1), **TOL)
+
+
+# Catches: `plan_empirical_ntk` not passing on `chunk` or a keyword `x2` (the plan it returns must be
+# the one `empirical_ntk` runs with the same arguments).
+def test_plan_takes_chunk_and_keyword_x2() -> None:
+    torch.manual_seed(16)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    plan = K.plan_empirical_ntk(net, _x(3, 24), x2=_x(7, 25), method="ntvp", output="trace", chunk=2)
+    assert plan.shape == (3, 7) and plan.products == 2
