@@ -11,6 +11,8 @@ below any real error (a missing layer or bias term changes entries by O(0.1)).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -21,7 +23,7 @@ from hypernet.conditioning import DataEncoder
 from hypernet.kernels import autodiff, empirical_ntk, functional, structured
 from hypernet.kernels.autodiff import jacobian_peak, ntvp_peak
 from hypernet.kernels.empirical import _too_big
-from hypernet.kernels.ntk_plan import NTKPlan, Probe, mib, probe
+from hypernet.kernels.ntk_plan import NTKPlan, Probe, default_budget, fit_square, mib, probe
 from test_empirical_ntk import _peak_bytes
 
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -459,3 +461,42 @@ def test_plan_takes_chunk_and_keyword_x2() -> None:
     net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
     plan = K.plan_empirical_ntk(net, _x(3, 24), x2=_x(7, 25), method="ntvp", output="trace", chunk=2)
     assert plan.shape == (3, 7) and plan.products == 2
+
+
+# Catches: `fit_square` not returning the largest square block that fits (an off-by-one in its
+# bisection, `<` for `<=`, a 2x1 first check), against a brute-force search over every size.
+def test_fit_square_is_the_largest_block_that_fits() -> None:
+    def peak(r: int, c: int) -> int:
+        return 100 + 7 * (r + c) + 3 * r * c
+
+    for n1, n2 in ((9, 4), (4, 9), (6, 6), (1, 5)):
+        for budget in range(100, peak(n1, n2) + 2):
+            fits = [s for s in range(1, max(n1, n2) + 1) if peak(min(s, n1), min(s, n2)) <= budget]
+            want = (min(max(fits), n1), min(max(fits), n2)) if fits else None
+            assert fit_square(n1, n2, peak, budget) == want, (n1, n2, budget)
+
+
+# Catches: the probe using other rows than the first one or two (x of exactly 2 rows measured like
+# x of 5), or splitting a single row's memory wrongly: with one row there is no second to compare
+# with, so all of it counts per row (row_bytes = the 2-row probe's row_bytes + fixed_bytes).
+def test_probe_rows_and_fixed_memory() -> None:
+    torch.manual_seed(17)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    fn, params = functional(net)
+    x = _x(5, 26)
+    five, two, one = probe(fn, params, x), probe(fn, params, x[:2]), probe(fn, params, x[:1])
+    assert five.row_bytes > 0 and (two.row_bytes, two.fixed_bytes) == (five.row_bytes, five.fixed_bytes)
+    assert (one.row_bytes, one.fixed_bytes) == (five.row_bytes + five.fixed_bytes, 0)
+
+
+# Catches: the CPU default budget other than a quarter of the physical memory, or its fallback other
+# than 4 GiB where the system does not say.
+def test_default_budget_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert default_budget(cpu) == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+    def unknown(name: str) -> int:
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", unknown)
+    assert default_budget(cpu) == 4 * 2**30
