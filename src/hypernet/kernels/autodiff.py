@@ -111,13 +111,14 @@ def ntvp_ntk(
         for q0 in range(0, c * o, products):
             q = torch.arange(q0, min(c * o, q0 + products), device=out2.device)
             basis = torch.zeros(len(q), c, o, dtype=out2.dtype, device=out2.device)
-            basis[torch.arange(len(q)), q // o, q % o] = 1
+            k = torch.arange(len(q), device=out2.device)  # not the default device: it indexes out2's
+            basis[k, q // o, q % o] = 1
             cols = vmap(column)(basis)  # [k, r, O]: Θ[i_rows, j0, :, b] for (j0, b) = divmod(q, O)
             j0, b = q // o, q % o
             if output == "full":
                 target[:, j0, :, b] = cols  # split advanced indices put k first: [k, r, O]
             else:
-                picked = cols[torch.arange(len(q)), :, b]  # [k, r]
+                picked = cols[k, :, b]  # [k, r]
                 if output == "diagonal":
                     target[:, j0, b] = picked.T
                 else:

@@ -61,14 +61,14 @@ def hyper_kernel(
     nngp = torch.empty(xa.shape[0], xb.shape[0], dtype=dtype, device=xa.device)
     ntk = torch.empty_like(nngp)
     d1 = torch.empty(xa.shape[0], dtype=dtype, device=xa.device)
-    d2 = d1[:0]
-    for r in row_blocks(xa.shape[0], xb.shape[0], block):
+    # x1 without rows: one empty block still runs g's recursion, which gives x2's diagonal
+    for r in list(row_blocks(xa.shape[0], xb.shape[0], block)) or [slice(0, 0)]:
         same = r.start if x2 is None and z2 is None else None
         f = mlp_recursion(za[r], zb, f_depth, weight_var, bias_var, activation, same_offset=same)
         rho = Rho(f.nngp, sf1[r], sf2)
         g = mlp_recursion(xa[r], xb, g_depth, weight_var, bias_var, activation, rho, variant == "released", same)
-        nngp[r], ntk[r], d1[r], d2 = g.nngp, f.ntk * g.ntk, g.diag1, g.diag2
-    return Kernel(nngp, ntk, d1, d2)
+        nngp[r], ntk[r], d1[r] = g.nngp, f.ntk * g.ntk, g.diag1
+    return Kernel(nngp, ntk, d1, g.diag2)
 
 
 def hyper_nngp(

@@ -77,9 +77,12 @@ def kernel_predict(
         if int(info) == 0:
             alpha = torch.cholesky_solve(y, chol)
             solve = lambda b: torch.cholesky_solve(b, chol)  # noqa: E731
-        else:  # not numerically positive definite: fall back to a least-squares solve
-            alpha = torch.linalg.lstsq(k, y).solution
-            solve = lambda b: torch.linalg.lstsq(k, b).solution  # noqa: E731
+        else:  # not numerically positive definite: the minimum-norm least-squares solution pinv(k) b.
+            # Not torch.linalg.lstsq: its default CPU driver (gelsy) returned 0 for a kernel with a zero
+            # row (a point at the origin without bias variance), and CUDA's only driver needs full rank.
+            pinv = torch.linalg.pinv(k, hermitian=True)
+            alpha = pinv @ y
+            solve = lambda b: pinv @ b  # noqa: E731
         mean = k_test_train @ alpha
         variance = None
         if k_test is not None:
