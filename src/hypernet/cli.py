@@ -104,6 +104,10 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
 
     exp = _get(name)
     sets = _parse_sets(args.set or [])
+    # an empty value (`--out "$DIR"` with DIR unset) would otherwise be taken as "not given"
+    for option, value in (("--out", args.out), ("--data-dir", getattr(args, "data_dir", None))):
+        if value is not None and not value.strip():
+            raise UsageError(f"{option}: empty; give a folder, or leave {option} out")
     if args.data_dir:
         if "data_dir" not in _config_fields(exp):
             raise UsageError(f"--data-dir: {name} reads no data files")
