@@ -124,6 +124,10 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         # makes a run that ignored them stop at once (and offline) with another message
         (["demo", "--out", "", "--set", "lr=abc"], "--out: empty; give a folder, or leave --out out"),
         (["run", "split-mnist", "--data-dir", "", "--set", "lr=abc"], "--data-dir: empty; give a folder"),
+        (
+            ["run", "split-digits", "--set", "lr=abc", "--set", "lr=0.1"],
+            "--set lr: given twice (lr=abc and lr=0.1); give it once",
+        ),
         (["run", "split-digits", "--set", "lr=0"], "--set lr=0: expected > 0"),
         (["run", "split-digits", "--set", "lr=nan"], "--set lr=nan: expected float"),
         (["run", "ntk-drift", "--method", "hnet"], "--method: ntk-drift has no methods to choose from"),

@@ -76,7 +76,10 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
         if "=" not in pair:
             raise UsageError(f"--set {pair}: expected key=value")
         key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
+        key = key.strip()
+        if key in out:  # the last one winning would hide a typo in the first (`--set steps=abc` included)
+            raise UsageError(f"--set {key}: given twice ({key}={out[key]} and {key}={value.strip()}); give it once")
+        out[key] = value.strip()
     return out
 
 
