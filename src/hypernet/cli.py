@@ -71,7 +71,7 @@ def _get(name: str) -> Experiment:
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
             raise UsageError(f"--set {pair}: expected key=value")
