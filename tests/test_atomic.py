@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
+from torch import nn
 
+import hypernet as hn
 from hypernet.atomic import atomic_write, strict_json, write_json
+from hypernet.experiments.rundir import claim
 
 
 def test_write_json_writes_standard_json_with_null_for_non_finite(tmp_path: Path) -> None:
@@ -50,3 +55,21 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
         atomic_write(path, broken)
     assert json.loads(path.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
+
+
+def test_written_files_get_the_mode_a_plain_write_would_give(tmp_path: Path) -> None:
+    # mkstemp makes the temporary file 0o600, and the rename keeps it: run folders, reports and saved
+    # models were unreadable to the user's group and others whatever their umask said
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "new.json", {"v": 1})
+        hn.save(nn.Linear(2, 2), tmp_path / "model.safetensors")
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        write_json(kept, {"v": 2})
+        claim(tmp_path / "run", {"experiment": "x"})  # a run folder's config.json, written its own way
+    finally:
+        os.umask(old)
+    mode = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert mode == {"new.json": 0o644, "model.safetensors": 0o644, "kept.json": 0o640, "run/config.json": 0o644}

@@ -114,6 +114,20 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
             ["run", "split-digits", "--set", "parametrizations=mip,foo"],
             "--set parametrizations=mip,foo: expected at least 1 item; each one of standard, ntk, mip",
         ),
+        (
+            # a repeated item would train the same model twice into one set of metrics and checkpoints
+            ["run", "split-digits", "--set", "parametrizations=mip,mip"],
+            "--set parametrizations=mip,mip: expected at least 1 item; each one of standard, ntk, mip, at most once",
+        ),
+        (["run", "split-mnist", "--method", "hnet,ewc,hnet"], "--set methods=hnet,ewc,hnet: expected at least 1"),
+        # empty values (an unset shell variable) are refused, not taken as "not given"; the bad lr
+        # makes a run that ignored them stop at once (and offline) with another message
+        (["demo", "--out", "", "--set", "lr=abc"], "--out: empty; give a folder, or leave --out out"),
+        (["run", "split-mnist", "--data-dir", "", "--set", "lr=abc"], "--data-dir: empty; give a folder"),
+        (
+            ["run", "split-digits", "--set", "lr=abc", "--set", "lr=0.1"],
+            "--set lr: given twice (lr=abc and lr=0.1); give it once",
+        ),
         (["run", "split-digits", "--set", "lr=0"], "--set lr=0: expected > 0"),
         (["run", "split-digits", "--set", "lr=nan"], "--set lr=nan: expected float"),
         (["run", "ntk-drift", "--method", "hnet"], "--method: ntk-drift has no methods to choose from"),

@@ -71,12 +71,15 @@ def _get(name: str) -> Experiment:
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
             raise UsageError(f"--set {pair}: expected key=value")
         key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
+        key = key.strip()
+        if key in out:  # the last one winning would hide a typo in the first (`--set steps=abc` included)
+            raise UsageError(f"--set {key}: given twice ({key}={out[key]} and {key}={value.strip()}); give it once")
+        out[key] = value.strip()
     return out
 
 
@@ -104,6 +107,10 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
 
     exp = _get(name)
     sets = _parse_sets(args.set or [])
+    # an empty value (`--out "$DIR"` with DIR unset) would otherwise be taken as "not given"
+    for option, value in (("--out", args.out), ("--data-dir", getattr(args, "data_dir", None))):
+        if value is not None and not value.strip():
+            raise UsageError(f"{option}: empty; give a folder, or leave {option} out")
     if args.data_dir:
         if "data_dir" not in _config_fields(exp):
             raise UsageError(f"--data-dir: {name} reads no data files")

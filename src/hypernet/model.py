@@ -51,6 +51,13 @@ class HyperModel(nn.Module):
     def weights(self, cond: Any = None, x: Any = None) -> Tensor:
         """Generated weights `[P]` or `[B, P]` for `cond`."""
         out: Tensor = self.hypernetwork(self.condition(x, cond))
+        if isinstance(out, Tensor) and out.ndim > 2:
+            # name the condition here: the target would only see weights of an odd shape
+            shape = list(getattr(cond, "shape", [])) or "given"
+            raise ValueError(
+                f"cond: {shape} gives weights {list(out.shape)}; pass one condition [C] (a task id: a scalar) "
+                "or one per sample [B, C] (task ids: [B])"
+            )
         return out
 
     def forward(self, x: Any, cond: Any = None, *args: Any, **kwargs: Any) -> Any:

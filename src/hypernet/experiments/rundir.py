@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hypernet.atomic import file_mode
 from hypernet.experiments.settings import ConfigError
 from hypernet.train.checkpoint import prune_checkpoints
 
@@ -99,6 +100,7 @@ def claim(out: Path, meta: dict[str, Any]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode(out / "config.json"))  # mkstemp's 0o600 would stay
             os.fsync(fh.fileno())
         try:
             os.link(tmp, out / "config.json")

@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """What one setting allows: bounds (on the value, or on each item of a tuple), a least number
-    of items, the choices for each item of a tuple of words, or an existing folder (`folder`)."""
+    of items, the choices for each item of a tuple of words (each at most once: a repeated method
+    or variant would train twice under one name, into the same metrics and checkpoints), or an
+    existing folder (`folder`)."""
 
     meaning: str
     ge: float | None = None
@@ -155,7 +157,7 @@ def allowed_text(tp: Any, rule: Rule) -> str:
         if rule.min_items:
             parts.append(f"at least {rule.min_items} item{'s' if rule.min_items > 1 else ''}")
         if rule.choices:
-            parts.append("each one of " + ", ".join(rule.choices))
+            parts.append("each one of " + ", ".join(rule.choices) + ", at most once")
         if rule.bounded:
             parts.append(f"each {rule.bounds_text()}")
     elif rule.folder:
@@ -239,7 +241,7 @@ def _valid(value: Any, tp: Any, rule: Rule) -> bool:
         items = tuple(value)
         if len(items) < rule.min_items:
             return False
-        if rule.choices and any(v not in rule.choices for v in items):
+        if rule.choices and (any(v not in rule.choices for v in items) or len(set(items)) < len(items)):
             return False
         return all(rule.ok(v) for v in items) if rule.bounded else True
     if rule.folder:
