@@ -245,3 +245,72 @@ def _reference_trunk_input(z: Tensor, init: str) -> Tensor:
     if init == "mip":
         return torch.cat([torch.cos(math.pi / 2 * z), torch.sin(math.pi / 2 * z)])
     return z
+
+
+def test_defaults_of_every_design() -> None:
+    """The constructors' defaults, as their signatures state them."""
+    spec = _spec()
+    designs: list[tuple[hn.HyperNetwork, tuple[int, ...]]] = [
+        (hn.MLPHyperNetwork(IN, spec), (128, 128)),
+        (hn.ChunkedHyperNetwork(IN, spec), (128, 128)),
+        (hn.LayerwiseHyperNetwork(IN, spec), (128,)),
+        (hn.LowRankHyperNetwork(IN, spec), (128, 128)),
+    ]
+    for hyper, hidden in designs:
+        assert (hyper.parametrization, hyper.init, hyper.hidden) == ("standard", "hyperfan_in", hidden)
+        assert not hyper.encodes_input and hyper.features == IN
+        assert [type(m) for m in hyper.trunk] == [nn.Linear, nn.ReLU] * len(hidden)  # no norm layer
+    chunked, layerwise, lowrank = designs[1][0], designs[2][0], designs[3][0]
+    assert isinstance(chunked, hn.ChunkedHyperNetwork) and isinstance(layerwise, hn.LayerwiseHyperNetwork)
+    assert (chunked.chunk_size, chunked.chunk_dim, chunked.num_chunks) == (4096, 16, 1)
+    assert chunked.chunk_embeddings.shape == (1, 16) and chunked.head.out_features == 4096
+    assert layerwise.embedding_dim == 16 and layerwise.tensor_embeddings.shape == (len(spec), 16)
+    assert isinstance(lowrank, hn.LowRankHyperNetwork) and lowrank.rank == 4
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda s: hn.ChunkedHyperNetwork(IN, s, chunk_size=0), "chunk_size and chunk_dim must be positive, got 0, 16"),
+        (
+            lambda s: hn.ChunkedHyperNetwork(IN, s, chunk_dim=0),
+            "chunk_size and chunk_dim must be positive, got 4096, 0",
+        ),
+        (lambda s: hn.ChunkedHyperNetwork(IN, s, chunk_size=-1, chunk_dim=-1), "must be positive, got -1, -1"),
+        (lambda s: hn.LayerwiseHyperNetwork(IN, s, embedding_dim=0), "embedding_dim must be positive, got 0"),
+        (lambda s: hn.LowRankHyperNetwork(IN, s, rank=0), "rank must be positive, got 0"),
+    ],
+)
+def test_sizes_must_be_positive(build: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build(_spec())
+
+
+def test_sizes_of_one_are_valid() -> None:
+    spec = _spec()
+    chunked = hn.ChunkedHyperNetwork(IN, spec, chunk_size=1, chunk_dim=1, hidden=(4,))
+    assert chunked.num_chunks == spec.numel and chunked(torch.rand(IN)).shape == (spec.numel,)
+    layerwise = hn.LayerwiseHyperNetwork(IN, spec, embedding_dim=1, hidden=(4,))
+    assert layerwise(torch.rand(IN)).shape == (spec.numel,)
+    lowrank = hn.LowRankHyperNetwork(IN, spec, rank=1, hidden=(4,))
+    assert [b.rank for b in lowrank.blocks] == [1, 0, 1, 0, 1, 0, 0]  # rank 1 also factors Linear(3, 4)
+    assert lowrank(torch.rand(IN)).shape == (spec.numel,)
+
+
+def test_output_layers_of_a_design_without_a_head() -> None:
+    """A design of one's own with neither `head` nor `heads` has no output layers to zero."""
+
+    class Direct(hn.HyperNetwork):
+        def __init__(self, spec: hn.ParamSpec) -> None:
+            super().__init__(IN, spec, residual=True)
+            self.table = nn.Linear(IN, spec.numel)
+
+        def delta(self, h: Tensor) -> Tensor:
+            out: Tensor = self.table(h)
+            return out
+
+    hyper = Direct(_spec())
+    assert hyper.output_layers() == []
+    before = hyper.table.weight.detach().clone()
+    hyper.zero_delta_()
+    assert torch.equal(hyper.table.weight, before)
