@@ -314,3 +314,162 @@ def test_output_layers_of_a_design_without_a_head() -> None:
     before = hyper.table.weight.detach().clone()
     hyper.zero_delta_()
     assert torch.equal(hyper.table.weight, before)
+
+
+def _intended_var(t: hn.spec.TensorInfo, init: str) -> float:
+    """hyperfan: Var(W) = 1/fan (halved with a bias), Var(b) = 1/2, norm tensors exactly 0."""
+    if t.role == "weight":
+        return (0.5 if t.has_bias else 1.0) / (t.fan_in if init == "hyperfan_in" else t.fan_out)
+    return 0.0 if t.role in ("norm_weight", "norm_bias") else 0.5
+
+
+@pytest.mark.parametrize(
+    ("init", "residual"),
+    [("hyperfan_in", False), ("hyperfan_out", True), ("mip", True), ("default", False)],
+)
+@pytest.mark.parametrize("design", ["mlp", "chunked", "layerwise"])
+def test_initialisation_draws(design: str, init: str, residual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which draws each design makes at construction, read off `nn.init`: the trunk He-initialised
+    (fan-in for hyperfan, fan-out for MIP, untouched for `default`), output rows per tensor with std
+    `sqrt(Var / width)` (MIP: `sqrt(2 / numel)`), a shared chunked head N(0, 1/width); output biases
+    exact: 1 for a normalisation scale unless residual (theta0 holds it then), else 0."""
+    kaiming: list[tuple[str, str]] = []
+    normal: list[float] = []
+    real_kaiming, real_normal = nn.init.kaiming_normal_, nn.init.normal_
+
+    def record_kaiming(
+        tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", generator: Any = None
+    ) -> Tensor:
+        kaiming.append((mode, nonlinearity))
+        return real_kaiming(tensor, a, mode, nonlinearity, generator)
+
+    def record_normal(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
+        normal.append(std)
+        return real_normal(tensor, mean, std, generator)
+
+    spec = _spec()
+    cls, extra = DESIGNS[design]
+    parametrization = "mip" if init == "mip" else "standard"
+    opts = dict(residual=residual) if parametrization == "standard" else {}
+    monkeypatch.setattr(nn.init, "kaiming_normal_", record_kaiming)
+    monkeypatch.setattr(nn.init, "normal_", record_normal)
+    hyper = cls(IN, spec, hidden=(7, 5), init=init, parametrization=parametrization, **extra, **opts)
+    monkeypatch.undo()
+    if init == "default":
+        assert kaiming == [] and normal == []
+        return
+    assert kaiming == [("fan_out" if init == "mip" else "fan_in", "relu")] * 2
+    if design == "chunked":
+        assert normal == [pytest.approx(1 / math.sqrt(5), rel=1e-12)]
+        assert torch.equal(hyper.head.bias, torch.zeros(10))
+        return
+    expect = [math.sqrt(2.0 / t.numel) if init == "mip" else math.sqrt(_intended_var(t, init) / 5) for t in spec]
+    assert normal == pytest.approx(expect, rel=1e-12)
+    heads = hyper.heads if design == "layerwise" else [hyper.head]
+    bias = torch.cat([h.bias for h in heads]).detach()
+    for t in spec:
+        value = 1.0 if t.role == "norm_weight" and not residual and init != "mip" else 0.0
+        assert torch.equal(bias[t.offset : t.stop], torch.full((t.numel,), value)), t.name
+
+
+@pytest.mark.parametrize("design", ["mlp", "chunked", "layerwise", "lowrank"])
+def test_ntk_defaults_and_a_zero_weight_variance(design: str) -> None:
+    cls, extra = DESIGNS[design]
+    hyper = cls(IN, _spec(), hidden=(4,), parametrization="ntk", **extra)
+    assert (hyper.weight_var, hyper.bias_var) == (2.0, 0.0)
+    layers = [m for m in hyper.modules() if isinstance(m, NTKLinear)]
+    assert len(layers) >= 2 and all((m.weight_var, m.bias_var) == (2.0, 0.0) for m in layers)
+    for wv in (0.0, 0.5):  # any variance >= 0 is valid
+        assert cls(IN, _spec(), hidden=(4,), parametrization="ntk", weight_var=wv, **extra).weight_var == wv
+    for kwargs in (dict(weight_var=-1.0), dict(bias_var=-1.0)):
+        with pytest.raises(ValueError, match="weight_var, bias_var: must be >= 0"):
+            cls(IN, _spec(), hidden=(4,), parametrization="ntk", **extra, **kwargs)
+
+
+@pytest.mark.parametrize("in_features", [0, -1, 1.5])
+def test_in_features_must_be_a_positive_int(in_features: Any) -> None:
+    with pytest.raises(ValueError, match=f"in_features: must be a positive int, got {in_features!r}"):
+        hn.MLPHyperNetwork(in_features, _spec(), hidden=(4,))
+
+
+def test_messages_of_options_that_do_nothing_are_whole() -> None:
+    spec = _spec()
+    cases = [
+        (
+            dict(parametrization="ntk", init="mip"),
+            "init='mip' has no effect under parametrization='ntk' (its layers are N(0, 1) with the scaling in "
+            "the forward); drop init= or use parametrization='standard'",
+        ),
+        (
+            dict(encoding="z|1-z"),
+            "encoding='z|1-z' has no effect under parametrization='standard': only 'mip' encodes its input; "
+            "use parametrization='mip'",
+        ),
+        (
+            dict(parametrization="mip", weight_var=1.0),
+            "weight_var/bias_var have no effect under parametrization='mip'; they set the 'ntk' "
+            "parametrization's variances",
+        ),
+        (
+            dict(theta0=torch.zeros(spec.numel)),
+            "theta0= has no effect without a residual output; use parametrization='mip' or residual=True",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as info:
+            hn.MLPHyperNetwork(IN, spec, hidden=(4,), **kwargs)  # type: ignore[arg-type]
+        assert str(info.value) == message
+    with pytest.raises(TypeError) as err:
+        hn.MLPHyperNetwork(IN, spec, hidden=(4,))(torch.tensor([[1, 0, 2]]))
+    assert str(err.value) == (
+        "cond: dtype torch.int64 is not floating point; task ids go through a conditioner "
+        "(hn.TaskEmbedding or hn.TaskOneHot) in the HyperModel"
+    )
+
+
+def test_scalar_hyperparameter_conditions() -> None:
+    """`in_features == 1`: a Python float (in the hypernetwork's own dtype), a 0-d tensor, `[B]` or
+    any `[..., B]` without the trailing 1 all mean one value per condition."""
+    torch.manual_seed(0)
+    hyper = hn.MLPHyperNetwork(1, _spec(), hidden=(4,)).double()
+    P = hyper.spec.numel
+    ref = hyper(torch.tensor([0.25], dtype=torch.float64))
+    torch.testing.assert_close(hyper(0.25), ref, **TOL)  # the float becomes float64 here
+    torch.testing.assert_close(hyper(torch.tensor(0.25, dtype=torch.float64)), ref, **TOL)
+    grid = torch.rand(2, 3, dtype=torch.float64)
+    out = hyper(grid)
+    assert out.shape == (2, 3, P)
+    torch.testing.assert_close(out[1, 2], hyper(float(grid[1, 2])), **TOL)
+
+
+def test_non_finite_conditions_are_refused_unless_validate_is_off() -> None:
+    hyper = hn.MLPHyperNetwork(IN, _spec(), hidden=(4,))
+    bad = torch.tensor([0.1, float("nan"), 0.2])
+    with pytest.raises(ValueError, match="cond: contains NaN or inf"):
+        hyper(bad)
+    hyper.validate = False
+    assert torch.isnan(hyper(bad)).all()
+
+
+def test_residual_output_keeps_the_autocast_dtype() -> None:
+    """Under autocast the head computes in bfloat16; theta0 is added in that dtype, so the generated
+    weights come out in the autocast dtype (which the target accepts), equal to delta + theta0."""
+    torch.manual_seed(0)
+    hyper = hn.MLPHyperNetwork(IN, _spec(), hidden=(4,), residual=True)
+    cond = torch.randn(2, IN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, delta = hyper(cond), hyper.delta(cond)
+    assert out.dtype == delta.dtype == torch.bfloat16
+    assert hyper.theta0 is not None
+    torch.testing.assert_close(out, delta + hyper.theta0.bfloat16(), rtol=0, atol=0)
+
+
+def test_lowrank_block_layout_edges() -> None:
+    """A scalar parameter is generated whole; a matrix whose factors would need exactly as many
+    numbers as the matrix (r (out + in) == out * in: 2 (4 + 4) == 16) is generated whole too."""
+    spec = hn.ParamSpec({"s": (), "w": (4, 4)})
+    hyper = hn.LowRankHyperNetwork(IN, spec, rank=2, hidden=(4,))
+    assert [(b.rank, b.size) for b in hyper.blocks] == [(0, 1), (0, 16)]
+    assert hyper.num_generated == 17 and hyper(torch.rand(IN)).shape == (17,)
+    hyper = hn.LowRankHyperNetwork(IN, spec, rank=1, hidden=(4,))
+    assert [(b.rank, b.size) for b in hyper.blocks] == [(0, 1), (1, 8)]
