@@ -301,3 +301,122 @@ def test_autocast_weights_run_as_the_modules_own_dtype() -> None:
             target(x, w.half())  # not the autocast dtype
     with pytest.raises(TypeError, match="dtype torch.bfloat16 does not match the target's torch.float32"):
         target(x, w)  # no autocast: the dtype must match
+
+
+class Counted(nn.Module):
+    """Reads its layer's weight with `.mT` (no batched rule) and counts its calls; more than 10 calls
+    in one test means the fallback retries without end (raised, so such a bug fails fast)."""
+
+    def __init__(self, d_in: int = 4, d_out: int = 4) -> None:
+        super().__init__()
+        self.l = nn.Linear(d_in, d_out)
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        if self.calls > 10:
+            raise RuntimeError("Counted: called more than 10 times: the fallback retries without end")
+        return x @ self.l.weight.mT + self.l.bias
+
+
+def _loop_grads(target: hn.TargetNetwork, x: Tensor, w: Tensor) -> Tensor:
+    return torch.cat([target.materialize(w[i])(x[i : i + 1]) for i in range(x.shape[0])]).detach()
+
+
+# Catches: `_learn` not accumulating (the second module replacing the first, the reason losing the
+# first part) or never finishing (an empty `vmap_modules`, a whole-target switch that is not "vmap").
+def test_auto_learns_two_modules_one_after_the_other() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(Counted(), nn.Tanh(), Counted(4, 3)).double()
+    target = hn.TargetNetwork(module)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    w = _weights(target, 5)
+    torch.testing.assert_close(target(x, w), _loop_grads(target, x, w), **TOL)
+    assert (target.engine, target.vmap_modules) == ("batched", ["0", "2"])
+    why = "(Counted.forward: 'mT' has no batched rule)"
+    assert target.engine_reason == f"batched, with under vmap: '0' {why}; '2' {why}"
+    # three tries: batched (fails in '0'), '0' under vmap (fails in '2'), both under vmap
+    assert (target.module[0].calls, target.module[2].calls) == (3, 2)
+    target(x, w)
+    assert (target.module[0].calls, target.module[2].calls) == (4, 3)  # decided: one call each
+
+
+def test_auto_puts_the_outer_module_under_vmap_in_place_of_its_child() -> None:
+    """The inner module fails first; then the outer one (its own `.mT`): the outer replaces the
+    inner in `vmap_modules` (vmap inside vmap is never set up)."""
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Counted()
+            self.l2 = nn.Linear(4, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.tanh(self.inner(x)) @ self.l2.weight.mT
+
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(4, 4), Outer()).double())
+    x = torch.randn(5, 4, dtype=torch.float64)
+    w = _weights(target, 5)
+    torch.testing.assert_close(target(x, w), _loop_grads(target, x, w), **TOL)
+    assert (target.engine, target.vmap_modules) == ("batched", ["1"])
+    assert target.engine_reason.endswith("; '1' (Outer.forward: 'mT' has no batched rule)")
+
+
+def test_a_failing_module_without_generated_tensors_sends_the_whole_target_to_vmap() -> None:
+    """The op fails inside `reader`, which holds no generated tensor (the weight is passed to it):
+    putting `reader` alone under vmap could not map that weight, so the whole target runs there."""
+
+    class Reader(nn.Module):
+        def forward(self, x: Tensor, w: Tensor) -> Tensor:
+            return x @ w.mT
+
+    class Root(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.reader = nn.Linear(4, 3), Reader()
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.reader(x, self.a.weight) + self.a.bias
+
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(Root().double())
+    x = torch.randn(5, 4, dtype=torch.float64)
+    w = _weights(target, 5)
+    torch.testing.assert_close(target(x, w), _loop_grads(target, x, w), **TOL)
+    assert (target.engine, target.vmap_modules) == ("vmap", [])
+    assert target.engine_reason.startswith("vmap (whole target): ")
+
+
+def test_a_failing_root_switches_to_vmap_once() -> None:
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(Counted().double())
+    x = torch.randn(5, 4, dtype=torch.float64)
+    w = _weights(target, 5)
+    torch.testing.assert_close(target(x, w), _loop_grads(target, x, w), **TOL)
+    assert (target.engine, target.vmap_modules) == ("vmap", [])
+    assert target.module.calls == 2  # the failed batched try, then once under vmap
+
+
+def test_factored_weights_on_a_vmap_target_are_merged_without_a_batched_try() -> None:
+    """A target under vmap takes `LowRankWeights` merged straight away: one module call per
+    forward, not a factored (batched) try first."""
+
+    class CountedLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l = nn.Linear(6, 5)
+            self.calls = 0
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.calls += 1
+            return self.l(x)
+
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(CountedLinear().double(), engine="vmap")
+    hyper = hn.LowRankHyperNetwork(2, target.spec, rank=1, hidden=(8,), theta0=target.initial_weights()).double()
+    cond = torch.randn(4, 2, dtype=torch.float64)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    y = target(x, hyper.factorized(cond))
+    assert target.module.calls == 1
+    torch.testing.assert_close(y, _loop_grads(target, x, hyper(cond).detach()), **TOL)
