@@ -45,7 +45,6 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["src/hypernet/hypernetworks/*"],
         [
             "tests/test_hypernetworks_core.py",
-            "tests/test_hypernetworks_exact.py",
             "tests/test_family.py",
             "tests/test_init_variance.py",
             "tests/test_lowrank_factored.py",
