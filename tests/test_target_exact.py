@@ -117,7 +117,7 @@ def test_extra_arguments_reach_the_module_on_every_path() -> None:
     B = 4
     x = torch.randn(B, 3, dtype=torch.float64)
     shift = torch.randn(4, dtype=torch.float64)
-    for module, engine in [(Affine(), "auto"), (Affine(), "vmap"), (AffineMT(), "auto")]:
+    for module, engine in [(Affine(), "batched"), (Affine(), "auto"), (Affine(), "vmap"), (AffineMT(), "auto")]:
         target = hn.TargetNetwork(module.double(), engine=engine)  # type: ignore[arg-type]
         w = _weights(target, B)
         expect = _loop(target, x, w, shift, scale=2.5)
@@ -242,10 +242,14 @@ def test_initial_weights_are_a_copy_that_follows_the_target() -> None:
     torch.testing.assert_close(target.initial_weights(), original.double(), rtol=0, atol=0)
     # the target adds no memory of its own: no buffer holds elements, none is saved
     assert sum(b.numel() for b in target.buffers()) == 0 and list(target.state_dict()) == []
+    target.to("meta")  # the stored values stay where they were; the copy goes where the target is
+    assert target.initial_weights().device.type == "meta"
     target.release_initial_weights()
-    message = "initial_weights: released by release_initial_weights() (hypernetize keeps them as theta0)"
-    with pytest.raises(RuntimeError, match=re.escape(message)):
+    with pytest.raises(RuntimeError) as info:
         target.initial_weights()
+    assert (
+        str(info.value) == "initial_weights: released by release_initial_weights() (hypernetize keeps them as theta0)"
+    )
 
 
 def test_a_meta_module_gives_a_meta_target() -> None:
@@ -420,3 +424,30 @@ def test_factored_weights_on_a_vmap_target_are_merged_without_a_batched_try() ->
     y = target(x, hyper.factorized(cond))
     assert target.module.calls == 1
     torch.testing.assert_close(y, _loop_grads(target, x, hyper(cond).detach()), **TOL)
+
+
+def test_factored_weights_with_batch_dim_1_and_with_a_dict_input() -> None:
+    """The factored low-rank path gets the target's batch dimension, and takes an input that is not
+    a tensor (with nothing to snapshot)."""
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(nn.Linear(6, 5).double(), batch_dim=1)
+    hyper = hn.LowRankHyperNetwork(2, target.spec, rank=1, hidden=(8,), theta0=target.initial_weights()).double()
+    cond = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, 6, dtype=torch.float64)  # [T, B, d]
+    w = hyper(cond).detach()
+    expect = torch.stack([target.materialize(w[b])(x[:, b]) for b in range(3)], dim=1)
+    torch.testing.assert_close(target(x, hyper.factorized(cond)), expect, **TOL)
+
+    class DictInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l = nn.Linear(6, 5)
+
+        def forward(self, inp: dict[str, Tensor]) -> Tensor:
+            return self.l(inp["x"])
+
+    target = hn.TargetNetwork(DictInput().double())
+    hyper = hn.LowRankHyperNetwork(2, target.spec, rank=1, hidden=(8,), theta0=target.initial_weights()).double()
+    z, x2 = torch.randn(2, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    expect = target.materialize(hyper(z).detach())({"x": x2})
+    torch.testing.assert_close(target({"x": x2}, hyper.factorized(z)), expect, **TOL)
