@@ -278,23 +278,32 @@ def test_lowrank_head_rows_std(init: str, monkeypatch: pytest.MonkeyPatch) -> No
     written out here; biases zero. Whole blocks: `sqrt(Var / width)`, MIP `sqrt(2 / numel)`.
     `default` leaves PyTorch's own init (no normal draws)."""
     stds: list[float] = []
-    real = nn.init.normal_
+    modes: list[str] = []
+    real, real_kaiming = nn.init.normal_, nn.init.kaiming_normal_
 
     def record(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: Any = None) -> Tensor:
         stds.append(std)
         return real(tensor, mean, std, generator)
 
+    def record_kaiming(
+        tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", generator: Any = None
+    ) -> Tensor:
+        modes.append(mode)
+        return real_kaiming(tensor, a, mode, nonlinearity, generator)
+
     spec = _spec()
     parametrization = "mip" if init == "mip" else "standard"
     torch.manual_seed(0)
     monkeypatch.setattr(nn.init, "normal_", record)
+    monkeypatch.setattr(nn.init, "kaiming_normal_", record_kaiming)
     hyper = hn.LowRankHyperNetwork(
         IN, spec, rank=2, hidden=(7, 5), activation="tanh", init=init, parametrization=parametrization
     )
     monkeypatch.undo()
     if init == "default":
-        assert stds == []
+        assert stds == [] and modes == []
         return
+    assert modes == ["fan_out" if init == "mip" else "fan_in"] * 2  # the trunk, He-initialised
     gen = torch.Generator().manual_seed(0)
     cond = (torch.rand((1024, IN), generator=gen) if init == "mip" else torch.randn((1024, IN), generator=gen)).double()
     trunk = copy.deepcopy(hyper.trunk).double()
@@ -553,3 +562,11 @@ def test_lowrank_block_layout_edges() -> None:
     assert hyper.num_generated == 17 and hyper(torch.rand(IN)).shape == (17,)
     hyper = hn.LowRankHyperNetwork(IN, spec, rank=1, hidden=(4,))
     assert [(b.rank, b.size) for b in hyper.blocks] == [(0, 1), (1, 8)]
+
+
+@pytest.mark.parametrize("encoding", ["default", "z|1-z"])
+def test_mip_encoding_describes_its_widths(encoding: str) -> None:
+    """The encoding a MIP hypernetwork owns states its widths, as a conditioner does."""
+    hyper = hn.MLPHyperNetwork(IN, _spec(), hidden=(4,), parametrization="mip", encoding=encoding)
+    assert hyper.encodes_input and hyper.features == 2 * IN
+    assert (hyper.encoding.in_features, hyper.encoding.out_features) == (IN, 2 * IN)
