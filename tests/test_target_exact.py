@@ -451,3 +451,14 @@ def test_factored_weights_with_batch_dim_1_and_with_a_dict_input() -> None:
     z, x2 = torch.randn(2, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     expect = target.materialize(hyper(z).detach())({"x": x2})
     torch.testing.assert_close(target({"x": x2}, hyper.factorized(z)), expect, **TOL)
+
+
+def test_factored_weights_with_engine_batched_raise_at_the_first_failure() -> None:
+    """`engine="batched"` never falls back: a factored pass that meets an op without a batched rule
+    raises at once, without a second (dense) pass through the module."""
+    torch.manual_seed(0)
+    target = hn.TargetNetwork(Counted().double(), engine="batched")
+    hyper = hn.LowRankHyperNetwork(2, target.spec, rank=1, hidden=(8,), theta0=target.initial_weights()).double()
+    with pytest.raises(hn.NoBatchedRule, match="'mT'"):
+        target(torch.randn(3, 4, dtype=torch.float64), hyper.factorized(torch.randn(3, 2, dtype=torch.float64)))
+    assert target.module.calls == 1
