@@ -372,7 +372,10 @@ def test_a_failing_module_without_generated_tensors_sends_the_whole_target_to_vm
     putting `reader` alone under vmap could not map that weight, so the whole target runs there."""
 
     class Reader(nn.Module):
+        calls = 0
+
         def forward(self, x: Tensor, w: Tensor) -> Tensor:
+            self.calls += 1
             return x @ w.mT
 
     class Root(nn.Module):
@@ -390,6 +393,7 @@ def test_a_failing_module_without_generated_tensors_sends_the_whole_target_to_vm
     torch.testing.assert_close(target(x, w), _loop_grads(target, x, w), **TOL)
     assert (target.engine, target.vmap_modules) == ("vmap", [])
     assert target.engine_reason.startswith("vmap (whole target): ")
+    assert target.module.reader.calls == 2  # the batched try, then under vmap: no try with `reader` alone
 
 
 def test_a_failing_root_switches_to_vmap_once() -> None:
@@ -404,23 +408,13 @@ def test_a_failing_root_switches_to_vmap_once() -> None:
 
 def test_factored_weights_on_a_vmap_target_are_merged_without_a_batched_try() -> None:
     """A target under vmap takes `LowRankWeights` merged straight away: one module call per
-    forward, not a factored (batched) try first."""
-
-    class CountedLinear(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.l = nn.Linear(6, 5)
-            self.calls = 0
-
-        def forward(self, x: Tensor) -> Tensor:
-            self.calls += 1
-            return self.l(x)
-
+    forward, not a factored (batched) try that fails first."""
     torch.manual_seed(0)
-    target = hn.TargetNetwork(CountedLinear().double(), engine="vmap")
+    target = hn.TargetNetwork(Counted().double(), engine="vmap")
     hyper = hn.LowRankHyperNetwork(2, target.spec, rank=1, hidden=(8,), theta0=target.initial_weights()).double()
+    assert hyper.blocks[0].rank == 1  # the 4x4 weight is factored
     cond = torch.randn(4, 2, dtype=torch.float64)
-    x = torch.randn(4, 6, dtype=torch.float64)
+    x = torch.randn(4, 4, dtype=torch.float64)
     y = target(x, hyper.factorized(cond))
     assert target.module.calls == 1
     torch.testing.assert_close(y, _loop_grads(target, x, hyper(cond).detach()), **TOL)
