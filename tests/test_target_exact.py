@@ -41,9 +41,15 @@ class Affine(nn.Module):
 
 
 class AffineMT(Affine):
-    """The same, reading its weight with `.mT`: no batched rule, so `auto` falls back to vmap."""
+    """The same, reading its weight with `.mT`: no batched rule, so `auto` falls back to vmap.
+    More than 10 calls means the fallback retries without end: raised, so such a bug fails fast."""
+
+    calls = 0
 
     def forward(self, x: Tensor, shift: Tensor, *, scale: float = 1.0) -> Tensor:
+        self.calls += 1
+        if self.calls > 10:
+            raise RuntimeError("AffineMT: called more than 10 times: the fallback retries without end")
         return (x @ self.l.weight.mT + self.l.bias) * scale + shift
 
 
