@@ -40,9 +40,18 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["src/hypernet/train/checkpoint.py"],
         ["tests/test_checkpoint_integrity.py", "tests/test_train.py"],
     ),
+    # the statistical whole-design checks of test_init_variance.py (slow, ~1 min) stay in the suite, as for init
     "hypernetworks": (
         ["src/hypernet/hypernetworks/*"],
-        ["tests/test_hypernetworks_core.py", "tests/test_family.py", "tests/test_init_variance.py"],
+        [
+            "tests/test_hypernetworks_core.py",
+            "tests/test_family.py",
+            "tests/test_init_variance.py",
+            "tests/test_lowrank_factored.py",
+            "tests/test_core_contract.py",
+            "-m",
+            "not slow",
+        ],
     ),
     "kernels-analytic": (
         [
@@ -91,7 +100,23 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "not monte_carlo",
         ],
     ),
-    "target": (["src/hypernet/target.py"], ["tests/test_target.py", "tests/test_core_contract.py", "-m", "not slow"]),
+    # the auto engine's fallback, the factored low-rank path and autocast are target.py code tested in
+    # those files; the torch.compile tests (~17 s each) are left out, their branches re-tested with --fresh
+    "target": (
+        ["src/hypernet/target.py"],
+        [
+            "tests/test_target.py",
+            "tests/test_target_exact.py",
+            "tests/test_core_contract.py",
+            "tests/test_engine_fallback.py",
+            "tests/test_lowrank_factored.py",
+            "tests/test_compile_autocast.py",
+            "-m",
+            "not slow",
+            "-k",
+            "not compiled",
+        ],
+    ),
     "batched_ops": (
         ["src/hypernet/batched_ops.py"],
         [
@@ -210,7 +235,13 @@ def prepare(module: str) -> Path:
     globs, tests = MODULES[module]
     work = WORK / module
     work.mkdir(parents=True, exist_ok=True)
-    links = {"src": ROOT / "src", "tests": ROOT / "tests", "shared": ROOT.parent / "shared"}
+    # examples/: a test loads an example script (test_lowrank_factored.py) from beside tests/
+    links = {
+        "src": ROOT / "src",
+        "tests": ROOT / "tests",
+        "examples": ROOT / "examples",
+        "shared": ROOT.parent / "shared",
+    }
     for name, target in links.items():
         link = work / name
         if not link.is_symlink() and target.exists():
@@ -222,6 +253,8 @@ def prepare(module: str) -> Path:
         'source_paths = ["src"]',
         f"only_mutate = {_toml_list(globs)}",
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
+        # copied into mutants/ beside tests/ (mutmut copies tests/ itself)
+        'also_copy = ["examples"]',
         # torch starts threads at import; forking mutmut's own pytest process is not safe with them
         'process_isolation = "forkserver"',
         # a mutant may use (estimated test time + 10 s) * 4 * 2 of CPU time before it counts as a timeout:
