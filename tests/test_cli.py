@@ -362,3 +362,19 @@ def test_killed_run_resumes_to_identical_summary_and_leftovers_are_cleaned(tmp_p
     assert json.loads((out / "summary.json").read_text()) == json.loads((tmp_path / "ref" / "summary.json").read_text())
     ref_metrics = (tmp_path / "ref" / "metrics.jsonl").read_text()
     assert (out / "metrics.jsonl").read_text() == ref_metrics
+
+
+def test_set_data_dir_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypernet.cli import _absolute_data_dir
+
+    (tmp_path / "mnist").mkdir()
+    monkeypatch.chdir(tmp_path)
+    sets = {"data_dir": "mnist", "lr": "0.1"}
+    _absolute_data_dir(sets)
+    assert sets == {"data_dir": str(tmp_path.resolve() / "mnist"), "lr": "0.1"}
+    missing = {"data_dir": "nope"}
+    _absolute_data_dir(missing)  # left for the setting's "expected empty or an existing folder"
+    assert missing == {"data_dir": "nope"}
+    empty = {"data_dir": ""}
+    _absolute_data_dir(empty)
+    assert empty == {"data_dir": ""}

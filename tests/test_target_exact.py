@@ -94,7 +94,7 @@ def test_engine_choice_reasons_and_repr_are_exact() -> None:
     assert str(info.value) == f"TargetNetwork: engine='batched' cannot handle 'the module': {why}" + tail
 
 
-@pytest.mark.parametrize("batch_dim", [-1, "0", 1.0])
+@pytest.mark.parametrize("batch_dim", [-1, "0", 1.0, True])
 def test_batch_dim_must_be_a_non_negative_int(batch_dim: object) -> None:
     with pytest.raises(ValueError, match=re.escape(f"batch_dim must be a non-negative int, got {batch_dim!r}")):
         hn.TargetNetwork(nn.Linear(2, 2), batch_dim=batch_dim)  # type: ignore[arg-type]

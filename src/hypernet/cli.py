@@ -119,6 +119,8 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
         if not Path(args.data_dir).is_dir():
             raise UsageError(f"--data-dir {args.data_dir}: not a folder")
         sets["data_dir"] = str(Path(args.data_dir).resolve())
+    else:
+        _absolute_data_dir(sets)
     if getattr(args, "method", None):
         if "methods" not in _config_fields(exp):
             raise UsageError(f"--method: {name} has no methods to choose from")
@@ -266,6 +268,14 @@ def _report(run_dir: Path) -> Path:
     config = read_run_config(run_dir)
     exp = _experiments().get(config["experiment"])
     return build_report(run_dir, exp.headline if exp else None, exp.captions if exp else None)
+
+
+def _absolute_data_dir(sets: dict[str, str]) -> None:
+    """`--set data_dir=DIR` stored absolute, as `--data-dir` is: a `--resume` started from another
+    folder still finds the files (a missing folder is left as given, for the setting's own error)."""
+    folder = sets.get("data_dir", "")
+    if folder.strip() and Path(folder).is_dir():
+        sets["data_dir"] = str(Path(folder).resolve())
 
 
 def _seed_value(text: str) -> int:

@@ -49,6 +49,7 @@ class TaskEmbedding(Conditioner):
         self.embedding = nn.Embedding(num_tasks, dim)
 
     def forward(self, ids: Tensor | int) -> Tensor:
+        """`ids`: a task id or ids `[...]` (int, each in [0, num_tasks)) -> embeddings `[..., dim]`."""
         device = self.embedding.weight.device
         out: Tensor = self.embedding(_check_task_ids(ids, self.num_tasks, device, self.validate))
         return out
@@ -90,6 +91,7 @@ class TaskOneHot(Conditioner):
         self.register_buffer("_probe", torch.zeros(0), persistent=False)
 
     def forward(self, ids: Tensor | int) -> Tensor:
+        """`ids`: a task id or ids `[...]` (int, each in [0, num_tasks)) -> one-hot `[..., num_tasks]`."""
         ids_t = _check_task_ids(ids, self.num_tasks, self._probe.device, self.validate)
         # a comparison rather than F.one_hot, which reads values on the host (no vmap, no fullgraph compile)
         classes = torch.arange(self.num_tasks, device=ids_t.device)
@@ -119,6 +121,7 @@ class InputEncoding(Conditioner):
             self.out_features = in_features * (1 if mode is None else 2)
 
     def forward(self, z: Tensor) -> Tensor:
+        """`z: [..., D]` in [0, 1] -> the encoding `[..., D]` (mode None) or `[..., 2D]` (cos|sin)."""
         if not isinstance(z, Tensor):
             raise TypeError(f"cond: expected a Tensor in [0, 1], got {type(z).__name__}")
         if self.mode is None:
@@ -148,6 +151,7 @@ class DataEncoder(Conditioner):
         self.encoder, self.out_features = encoder, out_features
 
     def forward(self, x: Tensor) -> Tensor:
+        """`x: [B, ...]` -> the encoder's `[B, out_features]`, one condition per sample."""
         out: Tensor = self.encoder(x)
         if out.shape[-1] != self.out_features:
             raise ValueError(f"DataEncoder: encoder gave shape {list(out.shape)}, expected [..., {self.out_features}]")
@@ -172,6 +176,7 @@ class NoiseConditioner(Conditioner):
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 
     def forward(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """`num_samples` draws of N(0, I): `[num_samples, dim]`, on the module's device and dtype."""
         probe = self._device_probe
         assert isinstance(probe, Tensor)
         return torch.randn(num_samples, self.out_features, generator=generator, device=probe.device, dtype=probe.dtype)

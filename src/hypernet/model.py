@@ -61,6 +61,11 @@ class HyperModel(nn.Module):
         return out
 
     def forward(self, x: Any, cond: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The target's output on `x: [B, ...]` with the weights generated for `cond`.
+
+        `cond`: one condition for the batch (`[C]`, or a scalar task id) gives shared weights `[P]`
+        (`P = target.spec.numel`); one per sample (`[B, C]`, task ids `[B]`) gives `[B, P]`. Extra
+        arguments go to the target module."""
         if isinstance(self.hypernetwork, LowRankHyperNetwork):
             # the target applies W0 + U V^T as x W0^T + (x V) U^T: no per-sample [B, out, in] weight
             return self.target(x, self.hypernetwork.factorized(self.condition(x, cond)), *args, **kwargs)

@@ -58,6 +58,9 @@ Engine = Literal["auto", "batched", "vmap"]
 class TargetNetwork(nn.Module):
     """Wraps a copy of `module` so its selected parameters can be supplied from outside.
 
+    `target(x, weights)` runs the module with `weights: [P]` (one set for the batch) or `[B, P]`
+    (one per sample), `P = target.spec.numel` numbers in `target.spec`'s order.
+
     The user's `module` is **copied, never changed**: in the copy (`self.module`) the generated
     parameters are meta-device placeholders (shape only: the values are not copied, so a large
     model is not duplicated; they are not parameters and not in `state_dict()`); it keeps the
@@ -83,7 +86,7 @@ class TargetNetwork(nn.Module):
             raise TypeError(f"TargetNetwork: `module` must be an nn.Module, got {type(module).__name__}")
         if engine not in ("auto", "batched", "vmap"):
             raise ValueError(f"TargetNetwork: engine must be 'auto', 'batched' or 'vmap', got {engine!r}")
-        if not isinstance(batch_dim, int) or batch_dim < 0:
+        if not isinstance(batch_dim, int) or isinstance(batch_dim, bool) or batch_dim < 0:
             raise ValueError(f"TargetNetwork: batch_dim must be a non-negative int, got {batch_dim!r}")
         self.generated_names: list[str] = select_parameters(module, generate)
         self.spec = ParamSpec.from_module(module, self.generated_names)
