@@ -17,6 +17,7 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -367,12 +368,36 @@ def test_defaults_of_every_design() -> None:
         ),
         (lambda s: hn.ChunkedHyperNetwork(IN, s, chunk_size=-1, chunk_dim=-1), "must be positive, got -1, -1"),
         (lambda s: hn.LayerwiseHyperNetwork(IN, s, embedding_dim=0), "embedding_dim must be positive, got 0"),
-        (lambda s: hn.LowRankHyperNetwork(IN, s, rank=0), "rank must be positive, got 0"),
+        (lambda s: hn.LowRankHyperNetwork(IN, s, rank=0), "rank must be a positive int, got 0"),
+        (lambda s: hn.LowRankHyperNetwork(IN, s, rank=2.0), "rank must be a positive int, got 2.0"),
+        (lambda s: hn.LowRankHyperNetwork(IN, s, rank=True), "rank must be a positive int, got True"),
     ],
 )
 def test_sizes_must_be_positive(build: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build(_spec())
+
+
+@pytest.mark.parametrize(
+    "design", [hn.MLPHyperNetwork, hn.ChunkedHyperNetwork, hn.LayerwiseHyperNetwork, hn.LowRankHyperNetwork]
+)
+@pytest.mark.parametrize(
+    ("hidden", "match"),
+    [
+        (64, r"hidden: expected a sequence of int widths such as \(64,\) or \(128, 128\), got 64"),
+        ("64", r"hidden: expected a sequence of int widths .* got '64'"),
+        ((64.5,), r"hidden: expected int widths, got \(64.5,\)"),
+        ((8, True), r"hidden: expected int widths, got \(8, True\)"),
+    ],
+)
+def test_hidden_must_be_int_widths(design: Any, hidden: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        design(IN, _spec(), hidden=hidden)
+
+
+def test_hidden_accepts_any_integer_sequence() -> None:
+    net = hn.MLPHyperNetwork(IN, _spec(), hidden=[np.int64(8), 4])
+    assert net.hidden == (8, 4) and all(type(h) is int for h in net.hidden)
 
 
 def test_sizes_of_one_are_valid() -> None:

@@ -4,6 +4,8 @@ parametrization and MLP trunks (activations by name come from `hypernet.activati
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +80,17 @@ def make_norm(norm: str | None, width: int) -> nn.Module | None:
     if norm == "layer":
         return nn.LayerNorm(width)
     return None
+
+
+def widths(hidden: Iterable[int]) -> tuple[int, ...]:
+    """`hidden` as a tuple of int widths; anything else (one int, floats, strings) is refused by name
+    (`int(h)` alone would take 64.5 as 64, and `hidden=64` failed with "'int' object is not iterable")."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
+        raise TypeError(f"hidden: expected a sequence of int widths such as (64,) or (128, 128), got {hidden!r}")
+    items = list(hidden)
+    if any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in items):
+        raise TypeError(f"hidden: expected int widths, got {hidden!r}")
+    return tuple(int(h) for h in items)
 
 
 def mlp_trunk(

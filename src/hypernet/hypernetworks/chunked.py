@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.init import element_scales, init_hidden, init_shared_head
-from hypernet.layers import make_linear, mlp_trunk
+from hypernet.layers import make_linear, mlp_trunk, widths
 from hypernet.spec import ParamSpec
 
 
@@ -56,7 +56,7 @@ class ChunkedHyperNetwork(HyperNetwork):
         self.chunk_size, self.chunk_dim = chunk_size, chunk_dim
         self.num_chunks = math.ceil(spec.numel / chunk_size)
         self.chunk_embeddings = nn.Parameter(torch.randn(self.num_chunks, chunk_dim))
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = widths(hidden)
         self.trunk = mlp_trunk(
             self.features + chunk_dim,
             self.hidden,

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.init import init_hidden, init_output_rows
-from hypernet.layers import make_linear, mlp_trunk
+from hypernet.layers import make_linear, mlp_trunk, widths
 from hypernet.spec import ParamSpec
 
 
@@ -48,7 +48,7 @@ class LayerwiseHyperNetwork(HyperNetwork):
             raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
         self.embedding_dim = embedding_dim
         self.tensor_embeddings = nn.Parameter(torch.randn(len(spec), embedding_dim))
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = widths(hidden)
         self.trunk = mlp_trunk(
             self.features + embedding_dim,
             self.hidden,

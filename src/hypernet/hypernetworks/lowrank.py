@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.init import init_hidden, init_output_rows, intended_variance
-from hypernet.layers import make_linear, mlp_trunk
+from hypernet.layers import make_linear, mlp_trunk, widths
 from hypernet.spec import ParamSpec, TensorInfo
 
 
@@ -77,8 +77,8 @@ class LowRankHyperNetwork(HyperNetwork):
         norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, True, weight_var, bias_var)
-        if rank <= 0:
-            raise ValueError(f"rank must be positive, got {rank}")
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+            raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.rank = rank
         blocks, offset = [], 0
         for info in spec.tensors:
@@ -93,7 +93,7 @@ class LowRankHyperNetwork(HyperNetwork):
             offset += size
         self.blocks = tuple(blocks)
         self._num_generated = offset
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = widths(hidden)
         self.trunk = mlp_trunk(
             self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var, norm=norm
         )

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.init import init_hidden, init_output_layer
-from hypernet.layers import make_linear, mlp_trunk
+from hypernet.layers import make_linear, mlp_trunk, widths
 from hypernet.spec import ParamSpec
 
 
@@ -46,7 +46,7 @@ class MLPHyperNetwork(HyperNetwork):
         norm: str | None = None,
     ) -> None:
         super().__init__(in_features, spec, parametrization, init, encoding, theta0, residual, weight_var, bias_var)
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = widths(hidden)
         self.trunk = mlp_trunk(
             self.features, self.hidden, activation, parametrization, self.weight_var, self.bias_var, norm=norm
         )
