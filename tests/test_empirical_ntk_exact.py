@@ -12,6 +12,7 @@ below any real error (a missing layer or bias term changes entries by O(0.1)).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from hypernet.kernels.empirical import _too_big
 from hypernet.kernels.ntk_plan import NTKPlan, Probe, default_budget, fit_square, mib, probe
 from test_empirical_ntk import _peak_bytes
 
-TOL = dict(atol=1e-10, rtol=1e-10)
+TOL: dict[str, Any] = dict(atol=1e-10, rtol=1e-10)
 METHODS = ["structured", "jacobian", "ntvp"]
 
 

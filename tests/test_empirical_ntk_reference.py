@@ -10,13 +10,15 @@ bias term or a swapped axis change entries by O(0.1)).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 from hypernet.kernels import empirical_ntk, functional
 
-TOL = dict(atol=1e-10, rtol=1e-10)
+TOL: dict[str, Any] = dict(atol=1e-10, rtol=1e-10)
 METHODS = ["jacobian", "ntvp", "structured"]
 
 

@@ -104,7 +104,7 @@ def test_hypermodel_rejects_mismatched_spec() -> None:
 
 
 # -- every design against its formula ----------------------------------------------------------
-TOL = dict(atol=1e-12, rtol=1e-12)
+TOL: dict[str, Any] = dict(atol=1e-12, rtol=1e-12)
 IN = 3
 
 

@@ -12,6 +12,7 @@ any real error (a wrong sample, axis or argument changes outputs by O(0.1)).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 import hypernet as hn
 
-TOL = dict(atol=1e-12, rtol=1e-12)
+TOL: dict[str, Any] = dict(atol=1e-12, rtol=1e-12)
 
 
 class OwnLinear(nn.Linear):
