@@ -118,9 +118,8 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
             raise UsageError("--data-dir and --set data_dir=...: give the folder once")
         if not Path(args.data_dir).is_dir():
             raise UsageError(f"--data-dir {args.data_dir}: not a folder")
-        sets["data_dir"] = str(Path(args.data_dir).resolve())
-    else:
-        _absolute_data_dir(sets)
+        sets["data_dir"] = args.data_dir
+    _absolute_data_dir(sets)
     if getattr(args, "method", None):
         if "methods" not in _config_fields(exp):
             raise UsageError(f"--method: {name} has no methods to choose from")
@@ -271,8 +270,9 @@ def _report(run_dir: Path) -> Path:
 
 
 def _absolute_data_dir(sets: dict[str, str]) -> None:
-    """`--set data_dir=DIR` stored absolute, as `--data-dir` is: a `--resume` started from another
-    folder still finds the files (a missing folder is left as given, for the setting's own error)."""
+    """The data folder (`--data-dir` or `--set data_dir=DIR`) stored absolute: a `--resume` started
+    from another folder still finds the files (a missing folder is left as given, for the setting's
+    own error)."""
     folder = sets.get("data_dir", "")
     if folder.strip() and Path(folder).is_dir():
         sets["data_dir"] = str(Path(folder).resolve())
