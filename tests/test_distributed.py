@@ -108,6 +108,30 @@ def test_shard_parts_cover_the_batch_once_and_refuse_an_uneven_one() -> None:
         distributed.part(x, 0, 5)
 
 
+def test_first_failure_names_the_process_that_recorded_its_error_not_one_that_saw_it_die(tmp_path: Path) -> None:
+    """The CI failure this pins: rank 0 died of SIGABRT (gloo, its peer gone) in the same second as
+    rank 1 raised; torch's placeholder error data for rank 0 is truthy, so rank 0 was named."""
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, ProcessFailure
+
+    error_file = tmp_path / "error.json"
+    os.environ["TORCHELASTIC_ERROR_FILE"] = str(error_file)
+    try:
+        ErrorHandler().record_exception(RuntimeError("injected failure at batch 7"))
+    finally:
+        del os.environ["TORCHELASTIC_ERROR_FILE"]
+    recorded = ProcessFailure(local_rank=1, pid=2, exitcode=1, error_file=str(error_file))
+    aborted = ProcessFailure(local_rank=0, pid=1, exitcode=-6, error_file=str(tmp_path / "absent.json"))
+    aborted.timestamp = recorded.timestamp  # noticed in the same second: the tie that went to rank 0
+    rank, failure, why = distributed.first_failure({0: aborted, 1: recorded})
+    assert (rank, failure, why) == (1, recorded, "RuntimeError: injected failure at batch 7")
+    aborted.timestamp = recorded.timestamp - 1  # even noticed earlier, a signal is not the cause
+    assert distributed.first_failure({0: aborted, 1: recorded})[0] == 1
+    # nobody recorded anything: the earliest, lowest rank, told by its exit code
+    other = ProcessFailure(local_rank=1, pid=3, exitcode=-15, error_file=str(tmp_path / "absent.json"))
+    other.timestamp = aborted.timestamp
+    assert distributed.first_failure({1: other, 0: aborted})[::2] == (0, "exit code -6")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)

@@ -15,13 +15,17 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 
 class DistributedRunError(RuntimeError):
@@ -173,6 +177,27 @@ def barrier() -> None:
         dist.barrier()
 
 
+def first_failure(failures: Mapping[int, ProcessFailure]) -> tuple[int, ProcessFailure, str]:
+    """The process that failed on its own, from torchrun's per-rank failures: `(rank, failure, why)`.
+
+    A process that recorded its exception (`record_failure`) failed first; the others died of
+    seeing it go (gloo aborts them with SIGABRT, or the agent stops them). torch gives a process
+    with no error file a placeholder `{"message": "<NONE>"}` (truthy) and the time it was noticed
+    (whole seconds), so a recorded one is told apart by its message, and ties go to the lower rank.
+    """
+
+    def recorded(f: ProcessFailure) -> bool:
+        return isinstance(f.error_file_data, dict) and f.error_file_data.get("message", "<NONE>") != "<NONE>"
+
+    own = {r: f for r, f in failures.items() if recorded(f)}
+    pool = own or dict(failures)
+    rank, failure = min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
+    message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
+    text = str(message).strip()
+    why = text.splitlines()[0] if own and text else f"exit code {failure.exitcode}"
+    return rank, failure, why
+
+
 def launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> None:
     """Run `python ARGS` as `nproc` processes on this machine with torchrun's launcher (standalone
     rendezvous on a free local port, no restarts). Raises `DistributedRunError` naming the first
@@ -204,11 +229,7 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> No
     try:
         elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as exc:
-        # a process that recorded its exception failed on its own; the others saw it die
-        own = {r: f for r, f in exc.failures.items() if f.error_file_data}
-        failed_rank, failure = min(own.items(), key=lambda kv: kv[1].timestamp) if own else exc.get_first_failure()
-        why = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
-        why = str(why).strip().splitlines()[0] if own and str(why).strip() else f"exit code {failure.exitcode}"
+        failed_rank, failure, why = first_failure(exc.failures)
         raise DistributedRunError(
             f"process {failed_rank} of {nproc} failed ({why}); the others were stopped", failure.exitcode
         ) from None
