@@ -3,9 +3,9 @@ validation split of MNIST's TRAINING split, never on the test split or its OOD s
 
     OMP_NUM_THREADS=1 flock /work/notes/cpu.lock nice -n 5 .venv/bin/python tools/uncertainty_tuning.py \\
         --data-dir /work/shared/datasets/mnist --out docs/results/uncertainty-tuning.json --method mc-dropout
-    (then --method hypernet --rows 0-3, 4-7, 8-10, and --method mc-dropout --rows 8-10: each part fits
-    the shared lock's ~10 minutes; the parts merge into one file, and the choice is written once a
-    method's grid is complete)
+    (then --method hypernet --rows 0-3, 4-7, 8-10, 11-12, 13-14, and --method mc-dropout --rows
+    8-10, 11-14: each part fits the shared lock's ~10 minutes; the parts merge into one file, and
+    the choice is written once a method's grid is complete)
     --method hypernet --check-seeds 101,102 (and the same for mc-dropout), after the choice: the
     chosen setting at two more seeds, to see how much of its validation score is the seed's
 
@@ -20,7 +20,9 @@ rows were set after its first 4 had run: see HYPERNET_GRID): the score of a sett
 validation AUROC averaged over the 2 proxies and the 2 OOD scores (predictive entropy and mutual
 information); among the settings whose validation NLL is within 10% of the method's best, the one
 with the highest score is chosen. Both methods get the same budget: 11 settings each, one seed
-(100, outside the experiment's seeds 0-2).
+(100, outside the experiment's seeds 0-2). Round 2 (after the full run with the round-1 choice):
+4 more settings each, pre-registered in the grids below (the hypernetwork's entropy in function
+space; MC dropout's rate near its choice), the same rule over all 15 rows of each method.
 """
 
 from __future__ import annotations
@@ -65,10 +67,25 @@ HYPERNET_GRID: list[dict[str, Any]] = [
     {"hyper_generate": "last", "kl_weight": 1.0},
     {"hyper_generate": "last", "kl_weight": 0.1},
     {"hyper_generate": "last", "kl_weight": 0.01},
+    # round 2, rows 11-14, pre-registered (written down before any of them ran, with MC dropout's rows
+    # 11-14; the rule and the seed unchanged, the choice again over the whole grid of each method): the
+    # entropy estimated in function space (entropy_space="function" in hypernet.methods.bayesian: the
+    # members' log-probabilities on the training batch, d = B*C = 128*5 = 640, instead of the weights,
+    # d = P = 79,005), every weight generated. The betas, by scale alone: the estimate is d times a mean
+    # log-distance, so beta 0.001 with d = 640 weighs the entropy 79,005/640 ~ 120 times less than the
+    # tuned weight-space beta 0.001 did; beta ~ 0.001 * 120 = 0.12 gives it the same weight (and a 120
+    # times stronger prior). The rows span that range in half-decades from its top: 0.1 (the matched
+    # weight, rounded down), 0.03, 0.01, 0.003 (a prior at most 3 times the tuned one).
+    {"hyper_entropy": "function", "kl_weight": 0.1},
+    {"hyper_entropy": "function", "kl_weight": 0.03},
+    {"hyper_entropy": "function", "kl_weight": 0.01},
+    {"hyper_entropy": "function", "kl_weight": 0.003},
 ]
-# rows 8-10 added with the hypernetwork's rows 8-10: the same budget, between the first grid's points
+# rows 8-10 added with the hypernetwork's rows 8-10: the same budget, between the first grid's points;
+# round 2, rows 11-14 (pre-registered with the hypernetwork's rows 11-14, the same budget of 4): the
+# region around the chosen 0.3 at half the grid's spacing there (0.025), two on each side
 DROPOUT_GRID: list[dict[str, Any]] = [
-    {"dropout": p} for p in (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.15, 0.35, 0.45)
+    {"dropout": p} for p in (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.15, 0.35, 0.45, 0.225, 0.275, 0.325, 0.375)
 ]
 
 
@@ -186,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     data = validation_splits(args.data_dir)
     # the experiment's defaults before this tuning; each grid row overrides the named settings
     base = UncertaintyConfig(
-        data="mnist", data_dir=args.data_dir, steps=args.steps, dropout=0.25, kl_weight=0.001, hyper_rank=0
+        data="mnist",
+        data_dir=args.data_dir,
+        steps=args.steps,
+        dropout=0.25,
+        kl_weight=0.001,
+        hyper_rank=0,
+        hyper_entropy="weights",
     )
     rows = tune(data, base, args.method, grid[lo : hi + 1])
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}

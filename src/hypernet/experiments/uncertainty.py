@@ -69,6 +69,11 @@ class UncertaintyConfig:
     hyper_rank: int = setting(
         0, "hypernetwork: 0 generates every weight whole; r >= 1: each matrix W0 + U V^T of rank r", ge=0
     )
+    hyper_entropy: Literal["weights", "function"] = setting(
+        "weights",
+        "hypernetwork: entropy estimated on the weights, or on the members' log-probabilities on the "
+        "training batch (function space; the prior stays on the weights)",
+    )
     prior_scale: float = setting(1.0, "prior std times sqrt(fan-in) of each weight tensor", gt=0)
     kl_weight: float = setting(0.001, "beta: weight of the KL term (1: the evidence lower bound)", ge=0)
     ece_bins: int = setting(15, "equal-width confidence bins of the ECE and the reliability diagram", ge=1, le=1000)
@@ -247,6 +252,7 @@ def run_seed(
             prior_scale=cfg.prior_scale,
             kl_weight=cfg.kl_weight,
             rank=cfg.hyper_rank,
+            entropy_space=cfg.hyper_entropy,
         ).to(device)
         n_data = len(data.y_train)
 

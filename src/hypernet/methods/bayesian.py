@@ -27,6 +27,32 @@ posterior's spread in the directions the data do not pin down. `β = 1` is the E
 `β < 1` a tempered posterior, down-weighting prior and entropy against the data (Wenzel et al.,
 "How Good is the Bayes Posterior in Deep Neural Networks Really?", ICML 2020).
 
+The entropy in function space (`entropy_space="function"`): in `d = P` (~79k for a 784 -> 100 -> 5
+network) dimensions from `K = 5` draws, the weight-space estimate is a poor one (a
+nearest-neighbour estimator's error grows with `d` at fixed `K`), and pushing draws apart in
+weight space need not make their predictions differ (many weight directions leave the function
+unchanged). The option replaces `Ĥ(θ_1..θ_K)` by the same
+Kozachenko–Leonenko estimator on the members' function values at the step's training batch,
+`f_k = log_softmax(logits_k)` flattened to `[K, B·C]`:
+
+    loss = mean_k CE(θ_k; batch) + (β / N) · (mean_k −log p(θ_k) − Ĥ(f_1..f_K)),   d = B·C.
+
+This follows the function-space repulsion of D'Angelo & Fortuin ("Repulsive Deep Ensembles are
+Bayesian", NeurIPS 2021: a kernel-density repulsion between members' outputs on a batch) and Wang
+et al. ("Function Space Particle Optimization for Bayesian Neural Networks", ICLR 2019), with the
+nearest-neighbour estimator in place of a kernel. What it approximates: `Ĥ(f)` estimates the
+entropy of the push-forward of `q` to the `B·C` log-probabilities on the batch (a different
+distribution from `q(θ)`; `θ -> f` is many-to-one), so the objective is no longer the ELBO of
+either space: the prior stays in weight space (those papers put the prior on functions too, which
+would need a score estimator for the implicit function-space prior). Read it as a
+weight-regularised, function-repulsive objective. Log-probabilities, not logits: adding a constant
+to one member's logits changes no prediction, and log_softmax removes that direction from the
+repulsion. Scale: the estimate is `d` times a mean log-distance, `d = B·C` (640 for batches of
+128 and 5 classes) instead of `P`, so at the same `β` a unit change of log-distance is worth
+`P / (B·C)` times (~120x) less against the prior and the data than in weight space; the `β` that
+gives it the weight-space weight is `β_w · P / (B·C)`, which also makes the prior that many times
+stronger. `Ĥ(f)` grows with the batch size `B`: `β` is tied to it.
+
 A smaller generator (`rank=r`): `θ = θ0 + δ(z)`, each matrix's `δ = U(z) V(z)ᵀ` of rank `r`
 (`LowRankHyperNetwork`, `θ0` learned), so `q` is spread around a learned mean along low-rank
 directions, and the output layer produces `r (out + in)` numbers per matrix instead of
@@ -59,6 +85,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +142,9 @@ class BayesianHyperNetwork(nn.Module):
         rank: 0 generates every weight whole (an MLP head `hidden[-1] -> P`); `r >= 1` generates
             `θ0 + U Vᵀ` with rank-`r` factors per matrix around learned `θ0` (initialised to the
             target's own weights).
+        entropy_space: where the entropy is estimated: `"weights"` (the ELBO's `H[q(θ)]`, in
+            prior-whitened weights) or `"function"` (the members' log-probabilities on the
+            training batch, `[K, B·C]`; the prior stays in weight space; see the module docstring).
     """
 
     prior_sd: Tensor
@@ -127,6 +157,7 @@ class BayesianHyperNetwork(nn.Module):
         prior_scale: float = 1.0,
         kl_weight: float = 1.0,
         rank: int = 0,
+        entropy_space: Literal["weights", "function"] = "weights",
     ) -> None:
         super().__init__()
         if not isinstance(target, TargetNetwork):
@@ -137,6 +168,8 @@ class BayesianHyperNetwork(nn.Module):
             raise ValueError(f"kl_weight: must be >= 0, got {kl_weight}")
         if not isinstance(rank, int) or rank < 0:
             raise ValueError(f"rank: expected 0 (generate whole) or a rank >= 1, got {rank!r}")
+        if entropy_space not in ("weights", "function"):
+            raise ValueError(f"entropy_space: expected 'weights' or 'function', got {entropy_space!r}")
         hyper: MLPHyperNetwork | LowRankHyperNetwork
         if rank:
             # dense weights [K, P] out of forward (θ0 + U Vᵀ formed): the prior and entropy need them
@@ -148,6 +181,7 @@ class BayesianHyperNetwork(nn.Module):
         self.noise = NoiseConditioner(noise_dim)
         self.model = HyperModel(target, hyper, self.noise)
         self.noise_dim, self.kl_weight, self.rank = noise_dim, kl_weight, rank
+        self.entropy_space = entropy_space
         self.register_buffer("prior_sd", prior_std(target.spec, prior_scale))
 
     @property
@@ -181,12 +215,25 @@ class BayesianHyperNetwork(nn.Module):
         """`−log p(θ)` up to a constant, per draw: `weights: [K, P] -> [K]`."""
         return 0.5 * (weights / self.prior_sd).pow(2).sum(-1)
 
+    def entropy(self, weights: Tensor, logits: Tensor) -> Tensor:
+        """The entropy estimate `Ĥ` (up to its constant, not yet divided by `N`) of one step's
+        draws `weights: [K, P]`, whose logits on the batch are `logits: [K, B, C]`: in prior-whitened
+        weights, or on the log-probabilities `[K, B·C]` (`entropy_space`)."""
+        if self.entropy_space == "function":
+            if logits.ndim != 3 or logits.shape[0] != weights.shape[0]:
+                raise ValueError(
+                    f"logits: expected [K={weights.shape[0]}, B, C] (one row per draw), got {list(logits.shape)}"
+                )
+            return knn_entropy(F.log_softmax(logits, dim=-1).flatten(1))
+        return knn_entropy(weights / self.prior_sd)
+
     def loss(
         self, x: Tensor, y: Tensor, num_data: int, num: int = 5, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """The negative ELBO per training example on batch `x: [B, ...]`, `y: [B]`, with `num`
         (>= 2) weight draws; `num_data` is `N`, the size of the training set. Also returns its
-        parts for logging: `nll` (mean cross-entropy), `prior` and `entropy` (per example)."""
+        parts for logging: `nll` (mean cross-entropy), `prior` and `entropy` (per example; in the
+        space `entropy_space` names)."""
         if num < 2:
             raise ValueError(f"num: the entropy estimate needs at least 2 draws, got {num}")
         if num_data < 1:
@@ -200,7 +247,7 @@ class BayesianHyperNetwork(nn.Module):
         logits = self.ensemble_logits(x, weights)  # [K, B, C]
         nll = F.cross_entropy(logits.flatten(0, 1), y.repeat(num))
         prior = self.neg_log_prior(weights).mean() / num_data
-        entropy = knn_entropy(weights / self.prior_sd) / num_data
+        entropy = self.entropy(weights, logits) / num_data
         loss = nll + self.kl_weight * (prior - entropy)
         return loss, {"nll": float(nll.detach()), "prior": float(prior.detach()), "entropy": float(entropy.detach())}
 
