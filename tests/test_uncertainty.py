@@ -213,6 +213,99 @@ def test_prior_and_loss_parts_by_hand() -> None:
         model.loss(x, y, num_data=100, num=1)
 
 
+def _function_bayes(seed: int = 0) -> BayesianHyperNetwork:
+    torch.manual_seed(seed)
+    target = hn.TargetNetwork(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)))
+    return BayesianHyperNetwork(
+        target, noise_dim=3, hidden=(8,), prior_scale=2.0, kl_weight=0.5, entropy_space="function"
+    ).double()
+
+
+def test_function_space_entropy_is_the_knn_estimate_on_the_members_log_probabilities() -> None:
+    model = _function_bayes()
+    g = torch.Generator().manual_seed(11)
+    x, y = torch.randn(5, 6, generator=g, dtype=torch.float64), torch.randint(3, (5,), generator=g)
+    loss, parts = model.loss(x, y, num_data=100, num=4, generator=torch.Generator().manual_seed(12))
+    # independently: the same draws (the loss draws first from its generator), each member as a plain
+    # module with its weights baked in, log-probabilities by hand, nearest neighbours by a Python loop
+    weights = model.sample_weights(4, torch.Generator().manual_seed(12)).detach()
+    rows = []
+    for k in range(4):
+        logits = model.target.materialize(weights[k])(x).detach()
+        rows.append((logits - torch.logsumexp(logits, -1, keepdim=True)).flatten().tolist())  # [B*C]
+    d = 5 * 3  # B * C: the dimension of the function values, not P
+    logs = [math.log(min(math.dist(rows[i], rows[j]) for j in range(4) if j != i)) for i in range(4)]
+    expected = d / 4 * sum(logs)
+    # float64 throughout, sums in another order: agreement to rounding (1e-10 relative is ~1e6 ulps)
+    assert parts["entropy"] * 100 == pytest.approx(expected, rel=1e-10)
+    # not the weight-space estimate (a wrong tensor would give that one), which is far from it here
+    weight_space = float(knn_entropy(weights / model.prior_sd))
+    assert abs(weight_space - expected) > 1.0
+    # and the loss is still nll + beta (prior - entropy), the prior on the weights
+    assert parts["prior"] == pytest.approx(float(model.neg_log_prior(weights).mean()) / 100, rel=1e-10)
+    assert float(loss.detach()) == pytest.approx(parts["nll"] + 0.5 * (parts["prior"] - parts["entropy"]), rel=1e-10)
+
+
+def test_function_space_entropy_gradients_match_finite_differences() -> None:
+    model = _function_bayes(1)
+    g = torch.Generator().manual_seed(13)
+    weights = model.sample_weights(3, torch.Generator().manual_seed(14)).detach()
+    # the estimate as a function of the logits (log_softmax, the nearest-neighbour distances, their logs):
+    # random logits have distinct distances, away from the min's kinks
+    logits = torch.randn(3, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: model.entropy(weights, v), (logits,))
+    # and the whole loss as a function of the inputs, with the draws fixed by a fresh generator each call:
+    # the gradient through the members, the entropy, the prior and the cross-entropy together
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(3, (4,), generator=g)
+
+    def loss_of(v: torch.Tensor) -> torch.Tensor:
+        return model.loss(v, y, num_data=10, num=3, generator=torch.Generator().manual_seed(15))[0]
+
+    assert torch.autograd.gradcheck(loss_of, (x,))
+    # the repulsion reaches the generator: the entropy alone has a nonzero gradient on its parameters
+    model.zero_grad()
+    w = model.sample_weights(3, torch.Generator().manual_seed(16))
+    model.entropy(w, model.ensemble_logits(x.detach(), w)).backward()
+    grads = [p.grad for p in model.model.trainable_parameters()]
+    assert all(gr is not None for gr in grads) and any(float(gr.abs().max()) > 0 for gr in grads if gr is not None)
+
+
+def test_function_space_entropy_refuses_bad_input_by_name() -> None:
+    model = _function_bayes()
+    with pytest.raises(ValueError, match="entropy_space: expected 'weights' or 'function', got 'kernel'"):
+        BayesianHyperNetwork(model.target, entropy_space="kernel")  # type: ignore[arg-type]
+    weights = model.sample_weights(3).detach()
+    with pytest.raises(ValueError, match=r"logits: expected \[K=3, B, C\]"):
+        model.entropy(weights, torch.randn(2, 4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"logits: expected \[K=3, B, C\]"):
+        model.entropy(weights, torch.randn(3, 12, dtype=torch.float64))
+
+
+def test_experiment_setting_reaches_the_model_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import hypernet.experiments.uncertainty as unc
+    from hypernet.experiments.registry import PhaseTimer, RunContext
+
+    seen = []
+
+    class Spy(BayesianHyperNetwork):
+        def entropy(self, weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            seen.append(self.entropy_space)
+            return super().entropy(weights, logits)
+
+    monkeypatch.setattr(unc, "BayesianHyperNetwork", Spy)
+    cfg = unc.UncertaintyConfig(data="digits", steps=2, batch_size=8, hidden=8, hyper_entropy="function")
+    ctx = RunContext(out=tmp_path / "run", seed=0, progress=False)
+    unc.run_seed(cfg, ctx, 0, PhaseTimer(ctx), methods=("hypernet",))
+    assert seen == ["function", "function"]  # one estimate per training step, in function space
+    assert main(["run", "uncertainty", "--quick", "--set", "hyper_entropy=kernel", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hyper_entropy=kernel" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
 # --- the experiment, --quick (digits) ---
 
 # Floor of the members' mean pairwise disagreement on the held-out digits 5-9 (~450 images): members
