@@ -621,6 +621,7 @@ def test_uncertainty_tuning_table_is_its_json() -> None:
                 "noise_dim": "noise",
                 "train_members": "draws",
                 "hyper_generate": "",
+                "hyper_entropy": "",
             }[key]
             text = f"{word} {value:g}" if isinstance(value, (int, float)) and word else str(value)
             if key == "hyper_rank" and value == 0:
