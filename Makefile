@@ -44,7 +44,9 @@ bench: install
 	$(BIN)/python benchmarks/scaling.py --threads 2 --json docs/benchmarks/scaling.json
 	$(BIN)/python benchmarks/lowrank_memory.py --threads 2 --json docs/benchmarks/lowrank_memory.json
 	$(BIN)/python benchmarks/peers.py --threads 2 --json docs/benchmarks/peers.json
-	$(BIN)/python benchmarks/peers.py --parts shared --threads 1 --repeat 9 --json docs/benchmarks/peers_shared.json
+	$(BIN)/python benchmarks/peers.py --parts shared --threads 1 --repeat 20 --json docs/benchmarks/peers_shared.json
+	$(BIN)/python benchmarks/peers.py --parts shared --threads 1 --repeat 40 --build-order hypernet,hyperlight,hypnettorch,hyper-nn --json docs/benchmarks/peers_shared_hypernet_first.json
+	$(BIN)/python benchmarks/peers.py --parts shared --threads 1 --repeat 40 --build-order hyper-nn,hypnettorch,hyperlight,hypernet --json docs/benchmarks/peers_shared_hypernet_last.json
 
 # Mutation testing of one module with its own tests: `make mutation MODULE=spec` (list: MODULE=--list).
 # Minutes per module on 2 cores; scores and equivalent mutants in docs/testing.md.

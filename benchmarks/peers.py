@@ -28,6 +28,7 @@ torch path without them (`make bench` does). A missing peer is reported as such 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -204,57 +205,89 @@ SHARED["hyper-nn"] = HypernnShared
 # 1. shared weights
 
 
-def shared_rows(sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
+def _build_shared_step(
+    cls: type[nn.Module], sizes: tuple[int, ...], x: Tensor, y: Tensor, parts: dict[str, list[float]]
+) -> tuple[Callable[[], None], int]:
+    """One library's training step (Adam on its model, seeded alike) recording the seconds of each
+    part in `parts`, and its trainable parameter count."""
+    torch.manual_seed(0)
+    model = cls(sizes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    counter = [0]
+
+    def step() -> None:
+        counter[0] += 1
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        t1 = time.perf_counter()
+        loss = F.cross_entropy(model(x, counter[0] % NUM_TASKS), y)
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        for part, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            parts[part].append(seconds)
+
+    step()  # any failure shows here, not in the timing
+    return step, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def shared_rows(sizes: tuple[int, ...], repeat: int, build_order: list[str] | None = None) -> dict[str, Any]:
+    """The shared-weights step of every library, `repeat` rounds in each of len(SHARED) blocks.
+
+    Each block builds the models anew in a rotated order, so that every library is built first
+    once: with one fixed order, the model built first in the process ran its step a few percent
+    slower than the same model built last, whichever library it was (`--build-order` measures one
+    fixed order: one block), an effect of where its tensors were placed in memory, not of the
+    library."""
     x = torch.randn(BATCH, sizes[0])
     y = torch.randint(0, sizes[-1], (BATCH,))
-    steps: dict[str, Callable[[], None]] = {}
+    names = list(SHARED)
     notes: dict[str, str] = {}
     params: dict[str, int] = {}
-    phases: dict[str, dict[str, list[float]]] = {}  # seconds of each part of each step, per library
-    for name, cls in SHARED.items():
-        try:
-            torch.manual_seed(0)
-            model = cls(sizes)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            counter = [0]
-            parts: dict[str, list[float]] = {p: [] for p in PHASES}
-
-            def step(
-                model: nn.Module = model,
-                opt: torch.optim.Optimizer = opt,
-                counter: list[int] = counter,
-                parts: dict[str, list[float]] = parts,
-            ) -> None:
-                counter[0] += 1
-                t0 = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                t1 = time.perf_counter()
-                loss = F.cross_entropy(model(x, counter[0] % NUM_TASKS), y)
-                t2 = time.perf_counter()
-                loss.backward()
-                t3 = time.perf_counter()
-                opt.step()
-                t4 = time.perf_counter()
-                for part, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    parts[part].append(seconds)
-
-            step()  # any failure shows here, not in the timing
-            steps[name], phases[name] = step, parts
-            params[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        except Exception as exc:  # a peer that cannot run this: the table says why
-            notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    for parts in phases.values():  # only the calls of the timed rounds (after the warm-up call below)
-        for v in parts.values():
-            v.clear()
-    # a shuffled visiting order per round: no library always runs first (or right after the same one)
-    rounds = interleaved_samples(steps, repeat=repeat, seed=0)
+    rounds: dict[str, list[float]] = {name: [] for name in names}
+    phases: dict[str, dict[str, list[float]]] = {name: {p: [] for p in PHASES} for name in names}
+    mem: dict[str, list[int | None]] = {name: [] for name in names}
+    orders = [build_order] if build_order else [names[b:] + names[:b] for b in range(len(names))]
+    for block, order in enumerate(orders):
+        steps: dict[str, Callable[[], None]] = {}
+        block_parts: dict[str, dict[str, list[float]]] = {}
+        for name in order:
+            if name in notes:
+                continue
+            block_parts[name] = {p: [] for p in PHASES}
+            try:
+                steps[name], params[name] = _build_shared_step(SHARED[name], sizes, x, y, block_parts[name])
+            except Exception as exc:  # a peer that cannot run this: the table says why
+                notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                for done in (rounds, phases, mem):
+                    done.pop(name, None)
+        for parts in block_parts.values():  # only the calls of the timed rounds (after the warm-up call below)
+            for v in parts.values():
+                v.clear()
+        # a shuffled visiting order per round: no library always runs first (or right after the same one)
+        block_rounds = interleaved_samples(steps, repeat=repeat, seed=block)
+        for name, seconds in block_rounds.items():
+            rounds[name] += seconds
+            for p, v in block_parts[name].items():
+                phases[name][p] += v[1:]  # the warm-up call of interleaved_samples is the first: left out
+        for name, fn in steps.items():
+            mem[name].append(peak_growth(fn))
+        del steps, block_parts
+        gc.collect()
     times = {name: statistics.median(v) for name, v in rounds.items()}
-    # the warm-up call of interleaved_samples is the first of each list: left out
-    phase_medians = {name: {p: statistics.median(v[1:]) for p, v in parts.items()} for name, parts in phases.items()}
-    mem = {name: peak_growth(fn) for name, fn in steps.items()}
+    phase_medians = {name: {p: statistics.median(v) for p, v in parts.items()} for name, parts in phases.items()}
+    peak = {name: _median_or_none(v) for name, v in mem.items()}
     return {"target": "-".join(map(str, sizes)), "seconds": times, "round_seconds": rounds,
-            "ratio_quartiles": ratio_quartiles(rounds), "phase_seconds": phase_medians, "peak_growth_bytes": mem,
-            "notes": notes, "trainable_parameters": params}  # fmt: skip
+            "ratio_quartiles": ratio_quartiles(rounds), "phase_seconds": phase_medians, "peak_growth_bytes": peak,
+            "notes": notes, "trainable_parameters": params, "blocks": len(orders),
+            "rounds_per_block": repeat, "build_orders": orders}  # fmt: skip
+
+
+def _median_or_none(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return int(statistics.median(known)) if known and len(known) == len(values) else None
 
 
 def ratio_quartiles(rounds: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -396,6 +429,15 @@ def _shared_table(result: dict[str, Any]) -> list[str]:
         "hyper-nn |",
         "|---|---:|---:|---:|---:|---|",
     ]
+    orders = {json.dumps(row.get("build_orders")) for row in result["shared"]}
+    if len(orders) == 1 and (built := json.loads(orders.pop())):  # (files from before the blocks have none)
+        rounds = result["shared"][0]["rounds_per_block"]
+        lines[1] += (
+            f"; {len(built)} blocks of {rounds} rounds, the models built anew in each block in a rotated order "
+            "(each library built first once)"
+            if len(built) > 1
+            else f"; {rounds} rounds, the models built once in the order {', '.join(built[0])}"
+        )
     for row in result["shared"]:
         s, m = row["seconds"], row["peak_growth_bytes"]
         peers = ["hyperlight", "hypnettorch", "hyper-nn"]
@@ -465,7 +507,16 @@ def main() -> None:
     ap.add_argument(
         "--parts", default="shared,per-sample", help="which tables to measure: shared, per-sample or both (default)"
     )
+    ap.add_argument(
+        "--build-order",
+        default="",
+        help="shared part: build the models once in this order (comma-separated library names), one block "
+        "of --repeat rounds, instead of one block per rotation of the libraries (the default)",
+    )
     args = ap.parse_args()
+    build_order = [n.strip() for n in args.build_order.split(",")] if args.build_order else None
+    if build_order is not None and sorted(build_order) != sorted(SHARED):
+        ap.error(f"--build-order: expected each of {', '.join(SHARED)} once, got {args.build_order!r}")
     exec_with_malloc_trim()  # each step's peak resident set is its own
     warnings.filterwarnings("ignore")  # peers' deprecation warnings (functorch, numpy) are not ours
     torch.set_num_threads(args.threads)
@@ -485,7 +536,7 @@ def main() -> None:
         "per_sample": [],
     }
     for sizes in ((784, 256, 10), (784, 256, 256, 10)) if "shared" in parts else ():
-        result["shared"].append(shared_rows(sizes, repeat))
+        result["shared"].append(shared_rows(sizes, repeat, build_order))
         print(f"shared {sizes}: done", file=sys.stderr, flush=True)
     for kind in ("mlp", "cnn") if "per-sample" in parts else ():
         for B in batches:
