@@ -344,6 +344,19 @@ def test_peers_tables_are_the_committed_runs() -> None:
         low, high = min(q[0] for q in by_peer.values()), max(q[2] for q in by_peer.values())
         assert f"{low:.2f} to {high:.2f} on {target}" in section
         assert all(q[0] <= 1.0 <= q[2] for q in by_peer.values()), f"{target}: a range excludes 1.00x"
+    # the fastest peer's medians in both runs, the full run's range of medians
+    for run, before, after in ((shared, "(", ")"), (full, "hyperlight ", ")")):
+        low, high = sorted(row["ratio_quartiles"]["hyperlight"][1] for row in run["shared"])
+        assert f"{before}{low:.2f}x and {high:.2f}x{after}" in section
+    full_medians = [q[1] for row in full["shared"] for k, q in row["ratio_quartiles"].items() if k != "hypernet"]
+    assert f"medians {min(full_medians):.2f}x to {max(full_medians):.2f}x" in section
+    # the fixed build orders: each peer's median on the small target, as the prose lists them
+    for name in ("peers_shared_hypernet_first", "peers_shared_hypernet_last"):
+        fixed = _json(BENCH / f"{name}.json")
+        assert len(fixed["shared"][0]["build_orders"]) == 1, f"{name}: expected one fixed build order"
+        q = fixed["shared"][0]["ratio_quartiles"]
+        listed = ", ".join(f"{k} {q[k][1]:.2f}x" for k in ("hyperlight", "hypnettorch", "hyper-nn"))
+        assert f"`docs/benchmarks/{name}.json`" in section and listed in " ".join(section.split())
     # the prose's trainable-parameter counts are those of both runs, every library alike
     for run in (full, shared):
         for row in run["shared"]:
