@@ -87,6 +87,40 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Pa
     assert all(torch.isfinite(p).all() for p in fresh.parameters())
 
 
+def test_a_step_failing_on_non_finite_parameters_is_reported_as_divergence(tmp_path: Path) -> None:
+    """`--set lr=1e308` made a conditioner's output NaN and the run failed with "cond: contains NaN"
+    (a user-input message); a step that fails after the parameters went non-finite is divergence."""
+    model, step = _problem()
+
+    def checked(s: int, g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise ValueError("cond: contains NaN or inf")  # what a validating layer says of its input
+        loss, m = step(s, g)
+        if s == 11:  # a finite loss whose gradient is NaN for one weight (0 * the infinite slope of
+            w = model[3].weight[0, 2]  # sqrt at 0): Adam's update then leaves that weight NaN
+            loss = loss + (w - w.detach()).abs().sqrt()
+        return loss, m
+
+    expected = (
+        r"p: parameters became non-finite at step 12 \(parameter group 0, tensor 2 of shape \[1, 8\]\), and step 13 "
+        r"failed \(ValueError: cond: contains NaN or inf\); lower the learning rate; last good checkpoint: .*p-00000010"
+    )
+    with pytest.raises(TrainingDiverged, match=expected) as info:
+        train("p", model, model.parameters(), checked, CFG, tmp_path)
+    assert isinstance(info.value.__cause__, ValueError)
+
+    # with finite parameters the step's own error is the user's: it passes through unchanged
+    model2, step2 = _problem()
+
+    def bad_input(s: int, g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        if s == 5:
+            raise ValueError("x: expected [B, 3], got [B, 4]")
+        return step2(s, g)
+
+    with pytest.raises(ValueError, match=r"^x: expected \[B, 3\], got \[B, 4\]$"):
+        train("q", model2, model2.parameters(), bad_input, CFG, tmp_path)
+
+
 def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
     model, step = _problem()
     train("p", model, model.parameters(), step, TrainConfig(steps=5, checkpoint_every=5), tmp_path)

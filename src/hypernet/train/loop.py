@@ -26,7 +26,17 @@ EvalFn = Callable[[], dict[str, float]]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, or the parameters, became NaN or infinite."""
+
+
+def _first_nonfinite(optimizer: torch.optim.Optimizer) -> str | None:
+    """Where the first non-finite value among the optimiser's parameters is (`group g, tensor i
+    [shape]`), or None when all are finite."""
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            if not bool(torch.isfinite(p.detach()).all()):
+                return f"parameter group {g}, tensor {i} of shape {list(p.shape)}"
+    return None
 
 
 @dataclass
@@ -151,7 +161,21 @@ def train(
             lr = config.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, metrics = step_fn(step, generator)
+            try:
+                loss, metrics = step_fn(step, generator)
+            except (ValueError, RuntimeError) as err:
+                # a step that fails on its inputs after the last update made the parameters NaN/inf
+                # (a learning rate far too large) is divergence, not the error it surfaces as (e.g.
+                # "cond: contains NaN" from a conditioner's own non-finite output)
+                bad = _first_nonfinite(optimizer) if step > start else None
+                if bad is None:
+                    raise
+                where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"{name}: parameters became non-finite at step {step} ({bad}), and step {step + 1} failed "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); lower the learning rate; "
+                    f"{where}"
+                ) from err
             # the whole batch's values: every rank sees the same loss, so all stop together on NaN
             keys = sorted(metrics)
             values = [
