@@ -3,7 +3,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,8 +110,13 @@ def test_download_verifies_and_never_caches_bad_files(server: str, tmp_path: Pat
         download(f"{server}/short.bin", dest, good, timeout=5)
     assert not dest.exists()
     # the first mirror is corrupt, the second good: the good one is cached
-    assert download([f"{server}/corrupt.bin", f"{server}/good.bin"], dest, good, timeout=5) == dest
+    old_umask = os.umask(0o027)  # the cached file gets the mode a plain open() would, not mkstemp's 0o600
+    try:
+        assert download([f"{server}/corrupt.bin", f"{server}/good.bin"], dest, good, timeout=5) == dest
+    finally:
+        os.umask(old_umask)
     assert dest.read_bytes() == payload
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
     _Handler.files = {}  # cached and verified: no request needed
     assert download(f"{server}/good.bin", dest, good, timeout=5) == dest
 

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypernet.atomic import file_mode
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -128,6 +130,7 @@ def download(urls: Sequence[str] | str, dest: Path, checksum: Checksum, timeout:
             got = checksum.of_file(tmp)
             if got != checksum.hexdigest.lower():
                 raise DownloadError(f"{checksum.algorithm} mismatch: expected {checksum.hexdigest}, got {got}")
+            os.chmod(tmp, file_mode(dest))  # mkstemp's 0o600 would keep a shared cache from its other users
             os.replace(tmp, dest)
             return dest
         except (OSError, urllib.error.URLError, DataError) as exc:
