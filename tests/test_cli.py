@@ -364,6 +364,41 @@ def test_killed_run_resumes_to_identical_summary_and_leftovers_are_cleaned(tmp_p
     assert (out / "metrics.jsonl").read_text() == ref_metrics
 
 
+def test_sigterm_during_a_checkpoint_write_stops_with_a_line_and_leaves_nothing_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM (a scheduler stopping the job) arriving while a checkpoint's tensor file is being
+    written: the run ends with exit 143 and one line, the temporary file is removed, the checkpoint
+    never appears, the handler the caller had is put back, and `--resume` finishes the run."""
+    import hypernet.train.checkpoint as checkpoint
+
+    real_save = checkpoint.save_file
+    calls = [0]
+
+    def save_then_terminated(tensors: dict[str, Any], path: str) -> None:
+        calls[0] += 1
+        real_save(tensors, path)
+        if calls[0] == 2:  # the second checkpoint: its tensors are in the temporary file
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once; this never finishes
+
+    monkeypatch.setattr(checkpoint, "save_file", save_then_terminated)
+    out = tmp_path / "run"
+    args = ["run", "split-digits", "--quick", "--set", "steps=60", "--set", "checkpoint_every=20", "--no-progress"]
+    before = signal.getsignal(signal.SIGTERM)
+    assert main([*args, "--out", str(out)]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "hypernet: stopped by SIGTERM; rerun with --resume to continue"
+    )
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert calls[0] == 2 and not list(out.rglob("*.tmp"))
+    written = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert written == ["hyper-standard-00000020.json", "hyper-standard-00000020.safetensors"], written
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert (out / "summary.json").exists()
+
+
 def test_set_data_dir_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hypernet.cli import _absolute_data_dir
 

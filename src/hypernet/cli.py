@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -377,12 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"hypernet: error: {missing}", file=sys.stderr)
         return 2
-    if distributed.env_world_size() > 1:  # a process of a multi-process run
-        distributed.stop_on_sigterm()
+    # SIGTERM (a scheduler's stop, torchrun's agent stopping the others) unwinds like an exception:
+    # an atomic write in progress removes its temporary file, and the run says how it ended
+    previous = distributed.stop_on_sigterm()
     try:
         return _run_main(argv)
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM or distributed.env_world_size() > 1:
+            raise  # (a process of a multi-process run: the launcher names the one that failed)
+        print("hypernet: stopped by SIGTERM; rerun with --resume to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         distributed.shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Mapping
 from types import FrameType
@@ -161,15 +162,18 @@ def record_failure(exc: BaseException) -> None:
         ErrorHandler().record_exception(exc)
 
 
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM (how torchrun's agent stops the other processes when one fails) into
-    `SystemExit`, so that `finally` blocks run: an atomic write in progress removes its
-    temporary file, and no file is left half-written."""
+def stop_on_sigterm() -> Any:
+    """Turn SIGTERM (how torchrun's agent stops the other processes when one fails, and how
+    schedulers stop a job) into `SystemExit(143)`, so that `finally` blocks run: an atomic write
+    in progress removes its temporary file, and no file is left half-written. Returns the previous
+    handler (None where signals cannot be set: off the main thread)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def barrier() -> None:
