@@ -140,6 +140,11 @@ def test_errors_name_argument_and_shapes() -> None:
         target(x, torch.zeros(5, 1, 15))
     with pytest.raises(TypeError, match="dtype torch.float64 does not match the target's torch.float32"):
         target(x, torch.zeros(15, dtype=torch.float64))
+    for dtype in (torch.long, torch.bool):  # no target.to(int64) hint: a network's weights are floats
+        with pytest.raises(
+            TypeError, match=rf"^weights: dtype {dtype} is not floating point; use weights.to\(torch.float32\)$"
+        ):
+            target(x, torch.zeros(15, dtype=dtype))
     with pytest.raises(TypeError, match="weights: expected a Tensor"):
         target(x, [0.0] * 15)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="pattern 'fc\\*' matches no parameter"):

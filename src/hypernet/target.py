@@ -188,6 +188,8 @@ class TargetNetwork(nn.Module):
                 f"weights: got {weights.shape[0]} weight sets ({list(weights.shape)}) for an input batch of "
                 f"{batch} (x.shape[{self.batch_dim}]); pass one set [{P}] or one per sample [{batch}, {P}]"
             )
+        if not weights.is_floating_point():  # a network's weights are floats: only one fix exists
+            raise TypeError(f"weights: dtype {weights.dtype} is not floating point; use weights.to({self.dtype})")
         if weights.dtype != self.dtype and not _autocast_dtype(weights):
             raise TypeError(
                 f"weights: dtype {weights.dtype} does not match the target's {self.dtype}; "
