@@ -199,10 +199,9 @@ def _fit(
         eval_every=steps,
     )
     trained = ctx.distribute(model)
-    dtype = next(p.dtype for p in model.parameters())
 
     def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        context, x, y = ctx.shard(*_as(dtype, *family.batch(g)))
+        context, x, y = ctx.shard(*family.batch(g))
         return family.loss(trained(x, context), y), {}
 
     ctx.train(phase, trained, model.parameters(), step, config, generator=torch.Generator().manual_seed(seed))
@@ -210,16 +209,9 @@ def _fit(
     total, count = 0.0, 0
     with torch.no_grad():
         for context, x, y in family.test_batches():
-            context, x, y = _as(dtype, context, x, y)
             total += float(family.error(model(x, context), y))
             count += y.shape[0] * y.shape[1]
     return total / count
-
-
-def _as(dtype: torch.dtype, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """Floating `tensors` in the model's `dtype` (the same tensors when it is theirs already, as in
-    every run of the experiment itself; a float64 model in the tests), labels untouched."""
-    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
 def _prepare(cfg: ModularityConfig) -> None:
