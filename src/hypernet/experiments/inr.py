@@ -188,15 +188,22 @@ def _train(
     seed: int,
 ) -> float:
     """Train `model` to reconstruct `train` from random pixels; returns the seconds it took (over a
-    killed run and its resume: the time is kept in the run folder)."""
+    killed run and its resume: the time is kept in the run folder).
+
+    On several processes (DDP) every process draws the same global batch (images and their
+    pixels, from the one seeded generator) and keeps its strided part: every image has `pixels`
+    values, so the mean over the processes of their parts' means is the whole batch's mean, and
+    the models draw nothing random of their own. Rank 0 alone evaluates (the training loop's rule)."""
     funcs = ImageFunctions(train)
     pixels = min(cfg.pixels, funcs.height * funcs.width)
     probe = test[:100]
+    trained = ctx.distribute(model)
 
     def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         idx = torch.randint(len(funcs), (cfg.batch_size,), generator=g)
         coords, values = funcs.sample(idx, pixels, g)
-        return (model(train[idx], coords) - values).pow(2).mean(), {}
+        images, coords, values = ctx.shard(train[idx], coords, values)
+        return (trained(images, coords) - values).pow(2).mean(), {}
 
     def evaluate() -> dict[str, float]:
         out = {"test_psnr": float(_psnr_of(model, probe).mean())}
@@ -211,7 +218,7 @@ def _train(
         log_every=max(1, cfg.eval_every // 5),
     )
     generator = torch.Generator().manual_seed(seed)
-    cost = timer.train(name, lambda: ctx.train(name, model, model.parameters(), step, config, evaluate, generator))
+    cost = timer.train(name, lambda: ctx.train(name, trained, model.parameters(), step, config, evaluate, generator))
     return float(cost["wall_s"])
 
 
@@ -359,6 +366,8 @@ def _prepare(cfg: InrConfig) -> None:
         "learning_curves": "Test PSNR (first 100 held-out images) during training, first seed.",
     },
     prepare=_prepare,
+    distributed=True,
+    global_batch=lambda cfg: cfg.batch_size,
 )
 def run(cfg: InrConfig, ctx: RunContext) -> dict[str, Any]:
     train, test = _digits(cfg, ctx.seed)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hypernet.data import MNIST_SIZES, check_mnist, load_mnist
 from hypernet.experiments.modularity_tasks import EmbeddingMethod, Family, HyperMethod, MNISTImages, Rotations, Teacher
@@ -36,9 +36,12 @@ from hypernet.experiments.registry import RunContext, register
 from hypernet.experiments.rotation_widths import make_rotations
 from hypernet.experiments.settings import Relation, setting
 from hypernet.report.table import Table
+from hypernet.train import TrainConfig, distributed
 
 FAMILIES = ("teacher", "images", "rotation")
 METHODS = ("hypernetwork", "embedding")
+# contexts per training step of each family (fixed; the rotation's is the paper's 64)
+BATCHES = {"teacher": 32, "images": 32, "rotation": 64}
 
 
 @dataclass
@@ -139,7 +142,7 @@ def ratio_bound(hyper_how: str, embed_how: str) -> str:
 
 def _family(name: str, cfg: ModularityConfig, seed: int) -> Family:
     if name == "teacher":
-        return Teacher(cfg.teacher_dims, cfg.teacher_dims, 2000, 1000, points=16, batch=32, seed=seed)
+        return Teacher(cfg.teacher_dims, cfg.teacher_dims, 2000, 1000, points=16, batch=BATCHES["teacher"], seed=seed)
     test = load_mnist("test", cfg.data_dir or None)
     g = torch.Generator().manual_seed(seed)
     test_order = torch.randperm(len(test), generator=g)
@@ -151,10 +154,12 @@ def _family(name: str, cfg: ModularityConfig, seed: int) -> Family:
         train = load_mnist("train", cfg.data_dir or None)
         train_x = train.x[torch.randperm(len(train), generator=g)[:n]]
     if name == "images":
-        return MNISTImages(train_x[: cfg.images_train], test_x[: cfg.images_test], frequencies=8, points=64, batch=32)
+        return MNISTImages(
+            train_x[: cfg.images_train], test_x[: cfg.images_test], frequencies=8, points=64, batch=BATCHES["images"]
+        )
     train_rot = make_rotations(train_x[: cfg.rotation_train].view(-1, 28, 28), 12, g)
     test_rot = make_rotations(test_x.view(-1, 28, 28), 12, g)
-    return Rotations(train_rot, test_rot, classes=12, batch=64)
+    return Rotations(train_rot, test_rot, classes=12, batch=BATCHES["rotation"])
 
 
 def _steps(name: str, cfg: ModularityConfig) -> int:
@@ -162,24 +167,44 @@ def _steps(name: str, cfg: ModularityConfig) -> int:
         return cfg.teacher_steps
     if name == "images":
         return cfg.images_steps
-    return cfg.rotation_epochs * math.ceil(cfg.rotation_train / 64)
+    return cfg.rotation_epochs * math.ceil(cfg.rotation_train / BATCHES["rotation"])
 
 
-def _fit(family: Family, model: nn.Module, cfg: ModularityConfig, steps: int, seed: int) -> float:
-    """Train `model` on `family`; its mean error on the held-out set."""
-    if family.name == "rotation" and cfg.rotation_optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=cfg.rotation_lr)
-    else:
-        lr = cfg.rotation_lr if family.name == "rotation" else cfg.lr
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        context, x, y = family.batch(g)
-        loss = family.loss(model(x, context), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+def _phase(family: str, method: str, hidden: tuple[int, ...], seed: int) -> str:
+    """The training phase of one fit (its checkpoints and metrics): `teacher-hypernetwork-h8x8-seed0`."""
+    return f"{family}-{method}-h{'x'.join(map(str, hidden)) or '0'}-seed{seed}"
+
+
+def _fit(
+    family: Family, model: nn.Module, cfg: ModularityConfig, steps: int, seed: int, ctx: RunContext, phase: str
+) -> float:
+    """Train `model` on `family` through the training loop (phase `phase`: checkpointed, so a
+    killed run resumes; DDP on several processes); its mean error on the held-out set.
+
+    One process does exactly what the plain loop of earlier versions did (one optimizer over
+    `model.parameters()`, the batch drawn from the seeded generator, zero_grad, backward, step).
+    On several, every process draws the same global batch and keeps its strided part: each loss
+    is a mean over equally many points per sample, so DDP's mean of the parts' means is the whole
+    batch's mean. The models have no dropout or other randomness of their own. The held-out error
+    is computed by every process alike on the whole model (all hold the same weights)."""
+    rotation = family.name == "rotation"
+    optimizer = cfg.rotation_optimizer if rotation else "adam"
+    config = TrainConfig(
+        steps=steps,
+        lr=cfg.rotation_lr if rotation else cfg.lr,
+        optimizer=optimizer,
+        momentum=0.0,  # plain SGD (the paper's `optim.SGD(params, lr)`); Adam ignores it
+        checkpoint_every=max(1, steps // 2),
+        log_every=max(1, steps // 4),
+        eval_every=steps,
+    )
+    trained = ctx.distribute(model)
+
+    def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        context, x, y = ctx.shard(*family.batch(g))
+        return family.loss(trained(x, context), y), {}
+
+    ctx.train(phase, trained, model.parameters(), step, config, generator=torch.Generator().manual_seed(seed))
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -223,6 +248,9 @@ def _prepare(cfg: ModularityConfig) -> None:
     headline=lambda summary: headline(summary),
     captions={},
     prepare=_prepare,
+    distributed=True,
+    # every family's batch must split evenly: N divides each batch exactly when it divides their gcd
+    global_batch=lambda cfg: math.gcd(*(BATCHES[f] for f in cfg.families)),
 )
 def run(cfg: ModularityConfig, ctx: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {}
@@ -247,7 +275,7 @@ def run(cfg: ModularityConfig, ctx: RunContext) -> dict[str, Any]:
                             family.d_i, family.d_x, family.d_out, hidden, cfg.trunk, cfg.embedding, family.bias
                         )
                     primary, total = model.primary_parameters, model.total_parameters
-                    errors.append(_fit(family, model, cfg, steps, seed))
+                    errors.append(_fit(family, model, cfg, steps, seed, ctx, _phase(name, method, hidden, seed)))
                 runs[method].append(
                     {
                         "hidden": list(hidden),
@@ -257,7 +285,7 @@ def run(cfg: ModularityConfig, ctx: RunContext) -> dict[str, Any]:
                         "error": float(np.mean(errors)),
                     }
                 )
-                if ctx.progress:
+                if ctx.progress and distributed.is_main():  # one line per size, not one per process
                     print(f"{name} {method} {hidden}: {primary:,} / {total:,} parameters, error {errors}", flush=True)
         levels = levels_for({m: [r["error"] for r in rs] for m, rs in runs.items()})
         table = []
