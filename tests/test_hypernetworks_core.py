@@ -595,3 +595,20 @@ def test_mip_encoding_describes_its_widths(encoding: str) -> None:
     hyper = hn.MLPHyperNetwork(IN, _spec(), hidden=(4,), parametrization="mip", encoding=encoding)
     assert hyper.encodes_input and hyper.features == 2 * IN
     assert (hyper.encoding.in_features, hyper.encoding.out_features) == (IN, 2 * IN)
+
+
+@pytest.mark.parametrize("given", [None, torch.float32, torch.float64])
+def test_theta0_takes_the_default_dtype_like_the_layers(given: torch.dtype | None) -> None:
+    """theta0 (given in any float dtype, or the default one) is stored in the default dtype, as every
+    layer built with it: under a float64 default the whole hypernetwork is float64 (it was always
+    cast to float32, a mixed-precision model whose output was float64 + float32)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        target = hn.TargetNetwork(nn.Linear(3, 2))
+        theta0 = None if given is None else target.initial_weights().to(given)
+        hyper = hn.MLPHyperNetwork(4, target.spec, parametrization="mip", theta0=theta0)
+        assert {p.dtype for p in hyper.parameters()} == {torch.float64}
+        assert hyper(torch.rand(5, 4)).dtype == torch.float64
+    finally:
+        torch.set_default_dtype(previous)

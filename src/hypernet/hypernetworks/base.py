@@ -88,7 +88,8 @@ class HyperNetwork(nn.Module):
                 "theta0= has no effect without a residual output; use parametrization='mip' or residual=True"
             )
         if self.residual:
-            start = default_theta0(spec) if theta0 is None else theta0.detach().clone().float()
+            # in the default dtype, as the layers built here: a float64 default gives a float64 model throughout
+            start = default_theta0(spec) if theta0 is None else theta0.detach().clone().to(torch.get_default_dtype())
             if start.shape != (spec.numel,):
                 raise ValueError(f"theta0: expected shape [{spec.numel}], got {list(start.shape)}")
             self.theta0: nn.Parameter | None = nn.Parameter(start)
