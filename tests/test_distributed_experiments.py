@@ -165,8 +165,11 @@ def test_modularity_failed_process_stops_the_run_and_resume_finishes_it(modulari
     ("args", "message"),
     [
         (["run", "inr", "--quick", "--nproc", "2", "--set", "batch_size=7"], "batch_size=7 does not split"),
-        (["run", "modularity", "--quick", "--nproc", "3"], "batch_size=32 does not split evenly over 3"),
-        (["run", "modularity", "--quick", "--nproc", "3", "--set", "families=rotation"], "batch_size=64 does not"),
+        (["run", "modularity", "--quick", "--nproc", "3"], "steps take 32 samples (or a multiple), which do not split"),
+        (
+            ["run", "modularity", "--quick", "--nproc", "3", "--set", "families=rotation"],
+            "process count that divides 64",
+        ),
     ],
 )
 def test_uneven_batch_is_refused_with_one_line(

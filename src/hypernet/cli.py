@@ -182,10 +182,15 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
             f"use a batch size of at least {world}"
         )
     batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
-    if batch % world:
+    if batch % world and hasattr(config, "batch_size"):
         raise UsageError(
             f"--nproc {world}: batch_size={batch} does not split evenly over {world} processes; "
             f"use a multiple of {world} (each process takes an equal part of every step's batch)"
+        )
+    if batch % world:  # fixed batches, no setting to change: the process count must fit them
+        raise UsageError(
+            f"--nproc {world}: {exp.name}'s steps take {batch} samples (or a multiple), which do not split "
+            f"evenly over {world} processes; use a process count that divides {batch}"
         )
     return world
 
