@@ -13,6 +13,16 @@ conditioned curve also on a fine grid), the `lambda` each picks (the minimiser),
 grid steps (of the log grid), the gap between the curves, the separate runs' variation over the
 range, and the training cost of each arm (steps, wall and CPU seconds of the training phases,
 checkpoint writes included).
+
+On several processes (`hypernet run hyperparameter-sweep --nproc N`, or torchrun) both arms train
+through DDP: every process draws the same batches and values from the phase's generator and keeps
+its strided part of each value's batch, DDP averages the gradients, so N processes take one
+process's steps (up to float summation order). Each loss is a mean cross-entropy over equal parts
+(their mean is the whole batch's) plus the penalty `lambda/2 ||theta||^2`, the same on every
+process (its mean is itself). A value's batch of a conditioned step may split unevenly (a batch of 12
+images over 4 values, 3 each, on 2 processes): each process's term is weighted by its share of the rows
+(`conditional_loss(..., shares)`), so the mean over the processes stays the whole batches' loss.
+Evaluation runs alike on every process; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -28,13 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypernet.data import MNIST_SIZES, Dataset, check_mnist, load_digits, load_mnist
+from hypernet.experiments.harness import shard as weighted_shard
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
 from hypernet.experiments.settings import Relation, no_folder_with_digits, setting
 from hypernet.methods.conditional import (
+    ConditionalLoss,
     ConditionalModel,
     HyperparameterRange,
     WeightDecay,
-    conditional_loss,
     loss_curve,
     plain_loss,
     weight_norms,
@@ -210,12 +221,14 @@ def run_seed(
     for i, value in enumerate(grid.tolist()):
         torch.manual_seed(seed)  # the same initial weights for every value (and the conditioned theta0)
         module = mlp(d_in, cfg.hidden)
+        trained = ctx.distribute(module)  # DDP in a multi-process run
 
-        def step(_s: int, g: torch.Generator, module: nn.Module = module, value: float = value) -> Any:
+        def step(_s: int, g: torch.Generator, trained: nn.Module = trained, value: float = value) -> Any:
             idx = torch.randint(len(y), (b,), generator=g)
-            return plain_loss(module, objective, x[idx], y[idx], value), {}
+            xs, ys = ctx.shard(x[idx], y[idx])  # this process's part of the batch
+            return plain_loss(trained, objective, xs, ys, value), {}
 
-        cost = _timed_train(ctx, timer, f"separate-s{seed}-{i}", module, step, _config(cfg, cfg.steps), seed)
+        cost = _timed_train(ctx, timer, f"separate-s{seed}-{i}", trained, step, _config(cfg, cfg.steps), seed)
         val_loss, val_acc = evaluate(module, data.val)
         sep_val.append(val_loss)
         sep_acc.append(val_acc)
@@ -226,16 +239,22 @@ def run_seed(
     torch.manual_seed(seed)
     model = ConditionalModel(mlp(d_in, cfg.hidden), hp, hidden=cfg.hyper_hidden)
     k, per = cfg.values_per_step, cfg.batch_size // cfg.values_per_step
+    cond_loss = ctx.distribute(ConditionalLoss(model))  # the whole objective in DDP on several processes
 
     def cond_step(_s: int, g: torch.Generator) -> Any:
         values = hp.sample(k, g)
-        batches = []
+        batches, shares = [], []
         for _ in range(k):
             idx = torch.randint(len(y), (per,), generator=g)
-            batches.append((x[idx], y[idx]))
-        return conditional_loss(model, objective, batches, values), {}
+            # this process's part of each value's batch, and its share when the batch does not split evenly
+            (xs, ys), share = weighted_shard(x[idx], y[idx])
+            batches.append((xs, ys))
+            shares.append(share)
+        return cond_loss(objective, batches, values, None if all(s == 1 for s in shares) else shares), {}
 
-    cond_cost = _timed_train(ctx, timer, f"conditioned-s{seed}", model, cond_step, _config(cfg, cfg.cond_steps), seed)
+    cond_cost = _timed_train(
+        ctx, timer, f"conditioned-s{seed}", cond_loss, cond_step, _config(cfg, cfg.cond_steps), seed
+    )
     model.eval()
     cond_grid = loss_curve(model, grid, data.val.x, data.val.y).tolist()
     cond_fine = loss_curve(model, fine, data.val.x, data.val.y).tolist()
@@ -312,6 +331,10 @@ def _prepare(cfg: HyperparameterSweepConfig) -> None:
         "the value each picks. Middle: the weight norm of each. Right: total training cost of each arm."
     },
     prepare=_prepare,
+    distributed=True,
+    global_batch=lambda cfg: cfg.batch_size,  # a separate run's batch: split evenly
+    # a value's batch of a conditioned step: split as it comes, each part weighted by its share
+    smallest_batch=lambda cfg: cfg.batch_size // cfg.values_per_step,
 )
 def run(cfg: HyperparameterSweepConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_splits(cfg, ctx.seed)

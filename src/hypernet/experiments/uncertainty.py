@@ -13,6 +13,17 @@ hypernetwork's gap to the deep ensemble paired by seed.
 
 MNIST (`--data-dir`: the training split for training, the test split for every evaluation); the
 `--quick` variant runs on scikit-learn's 8x8 digits (offline), a stratified 75/25 split.
+
+On several processes (`hypernet run uncertainty --nproc N`, or torchrun) every network trains
+through DDP: every process draws the same global batch from the phase's generator and keeps its
+strided part, DDP averages the gradients, so N processes take one process's steps (up to float
+summation order). The terms of each loss: a mean cross-entropy over equal parts (their mean is the
+whole batch's); the hypernetwork's prior and weight-space entropy, computed on weight draws made
+from the step's generator, the same on every process (their mean is themselves); its
+function-space entropy, a function of the whole batch's logits, which every process gathers
+(`gather_batch`). MC dropout's masks come from torch's global generator, which every process holds
+in the same state: every process draws the whole batch's masks and keeps its part (`dropout_noise`),
+the draws one process makes. Evaluation runs alike on every process; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import Any, ClassVar, Literal
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,9 +45,9 @@ from hypernet.data import check_mnist, load_digits, load_mnist, train_test_split
 from hypernet.experiments.registry import PhaseTimer, RunContext, register
 from hypernet.experiments.settings import ConfigError, Relation, no_folder_with_digits, setting
 from hypernet.methods import calibration as cal
-from hypernet.methods.bayesian import BayesianHyperNetwork
+from hypernet.methods.bayesian import BayesianHyperNetwork, ELBOLoss
 from hypernet.report.table import Table
-from hypernet.train import TrainConfig
+from hypernet.train import TrainConfig, distributed
 
 METHODS = ("single", "mc-dropout", "deep-ensemble", "hypernet")
 OOD_SETS = ("heldout", "rotated")
@@ -117,9 +129,48 @@ def load_splits(cfg: UncertaintyConfig, seed: int) -> Splits:
     return Splits(x_train, y_train, x_test, y_test, ood)
 
 
+class Classifier(nn.Sequential):
+    """The target `d -> hidden -> ReLU [-> Dropout] -> 5` (`x: [B, d] -> [B, 5]`). `forward(x, noise)`
+    with `noise: [B, hidden]` multiplies the hidden layer by it in place of the dropout layer's own
+    draw (`dropout_noise`: the masks of a multi-process step)."""
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        for layer in self:
+            x = x * noise if noise is not None and isinstance(layer, nn.Dropout) else layer(x)
+        return x
+
+
 def _target(d_in: int, hidden: int, dropout: float = 0.0) -> nn.Sequential:
-    drop = [nn.Dropout(dropout)] if dropout > 0 else []
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), *drop, nn.Linear(hidden, CLASSES))
+    if dropout > 0:
+        return Classifier(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, CLASSES))
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES))
+
+
+def dropout_noise(batch: int, width: int, p: float, like: Tensor) -> Tensor:
+    """Dropout's scaled masks for a batch, `[batch, width]` (`like`'s dtype and device), drawn from
+    torch's global generator as `nn.Dropout` draws them on the CPU (Bernoulli(1 - p), divided by
+    1 - p): the same numbers from the same generator state (`tests/test_distributed_uncertainty.py`
+    checks it bit for bit). On CUDA `nn.Dropout` draws with its own kernel; these are then masks of
+    the same law, not the same masks."""
+    return torch.empty(batch, width, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+
+
+def gather_batch(local: Tensor) -> Tensor:
+    """The whole step's logits `[K, B, C]` from this process's `local: [K, b, C]` (of its strided
+    part of the batch, `shard`), rows back in the batch's order; `local` itself in one process.
+
+    Every process then computes the same function-space entropy. Its gradient reaches this
+    process's weights through this process's rows only, so that part's gradient is scaled by the
+    number of processes `W` (its value unchanged): DDP's mean over the processes of
+    `W * dH/dlocal_r * dlocal_r/dphi` is the whole `dH/dphi`, as in one process. The collective
+    runs in the forward only (no collective of ours inside the backward, beside DDP's)."""
+    count = distributed.world_size()
+    if count == 1:
+        return local
+    parts = [torch.empty_like(local) for _ in range(count)]
+    dist.all_gather(parts, local.detach().contiguous())
+    parts[distributed.rank()] = local + (count - 1) * (local - local.detach())  # value local, gradient x W
+    return torch.stack(parts, dim=2).flatten(1, 2)  # [K, b, W, C]: row i of process r is the batch's i * W + r
 
 
 def _params(module: nn.Module) -> int:
@@ -196,13 +247,22 @@ def run_seed(
     results: dict[str, Any] = {}
     entropies: dict[str, dict[str, np.ndarray]] = {}
 
-    def fit_net(phase: str, net: nn.Module, k: int) -> float:
+    def fit_net(phase: str, net: nn.Module, k: int, dropout: float = 0.0) -> float:
+        trained = ctx.distribute(net)  # DDP in a multi-process run
+
         def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
             x, y = draw(g)
-            return F.cross_entropy(net(x), y), {}
+            if dropout > 0 and distributed.world_size() > 1:
+                # the whole batch's masks, from the global generator (the same state on every
+                # process), then this process's rows: one process's draws. One process keeps
+                # nn.Dropout's own draw (the same numbers on the CPU, see dropout_noise)
+                x, y, noise = ctx.shard(x, y, dropout_noise(x.shape[0], cfg.hidden, dropout, x))
+                return F.cross_entropy(trained(x, noise), y), {}
+            x, y = ctx.shard(x, y)
+            return F.cross_entropy(trained(x), y), {}
 
         gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * k + 17)
-        cost = timer.train(phase, lambda: ctx.train(phase, net, list(net.parameters()), step, tc, generator=gen))
+        cost = timer.train(phase, lambda: ctx.train(phase, trained, list(net.parameters()), step, tc, generator=gen))
         return float(cost["wall_s"])
 
     if "single" in methods:
@@ -218,7 +278,7 @@ def run_seed(
     if "mc-dropout" in methods:  # dropout kept on at evaluation, eval_members passes
         torch.manual_seed(seed * 1000 + 1)
         drop = _target(d_in, cfg.hidden, cfg.dropout).to(device)
-        seconds = fit_net(f"s{seed}-mc-dropout", drop, 1)
+        seconds = fit_net(f"s{seed}-mc-dropout", drop, 1, cfg.dropout)
         drop.train()
         torch.manual_seed(seed * 1000 + 101)  # the evaluation's dropout masks
         results["mc-dropout"], entropies["mc-dropout"] = evaluate(
@@ -255,15 +315,19 @@ def run_seed(
             entropy_space=cfg.hyper_entropy,
         ).to(device)
         n_data = len(data.y_train)
+        objective = ctx.distribute(ELBOLoss(bayes))  # the whole loss in DDP on several processes
 
         def bayes_step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-            x, y = draw(g)
-            return bayes.loss(x, y, n_data, cfg.train_members, g)
+            # the batch, then the weight draws from `g`: the same on every process
+            x, y = ctx.shard(*draw(g))
+            out: tuple[Tensor, dict[str, float]] = objective(x, y, n_data, cfg.train_members, g, gather_batch)
+            return out
 
         phase = f"s{seed}-hypernet"
         gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * 2 + 17)
         seconds = timer.train(
-            phase, lambda: ctx.train(phase, bayes, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen)
+            phase,
+            lambda: ctx.train(phase, objective, bayes.model.trainable_parameters(), bayes_step, tc, generator=gen),
         )["wall_s"]
         with torch.no_grad():
             weights = bayes.sample_weights(cfg.eval_members, torch.Generator().manual_seed(seed * 1000 + 202))
@@ -310,6 +374,8 @@ def paired_gap(runs: list[dict[str, Any]], a: str, b: str, key: str) -> dict[str
         "the held-out digits 5-9 and the rotated digits 0-4; higher on OOD inputs is what detection uses.",
     },
     prepare=lambda cfg: _prepare(cfg),
+    distributed=True,
+    global_batch=lambda cfg: cfg.batch_size,
 )
 def run(cfg: UncertaintyConfig, ctx: RunContext) -> dict[str, Any]:
     timer = PhaseTimer(ctx)

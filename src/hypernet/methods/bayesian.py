@@ -84,8 +84,8 @@ Use::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -228,12 +228,23 @@ class BayesianHyperNetwork(nn.Module):
         return knn_entropy(weights / self.prior_sd)
 
     def loss(
-        self, x: Tensor, y: Tensor, num_data: int, num: int = 5, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        num_data: int,
+        num: int = 5,
+        generator: torch.Generator | None = None,
+        gather_logits: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The negative ELBO per training example on batch `x: [B, ...]`, `y: [B]`, with `num`
         (>= 2) weight draws; `num_data` is `N`, the size of the training set. Also returns its
         parts for logging: `nll` (mean cross-entropy), `prior` and `entropy` (per example; in the
-        space `entropy_space` names)."""
+        space `entropy_space` names).
+
+        `gather_logits`: in a multi-process run, where `x` is this process's part of the step's
+        batch, maps this part's logits `[K, b, C]` to the whole batch's `[K, B, C]`, which the
+        function-space entropy is estimated on (the weight-space entropy and the prior need no
+        batch; unused then)."""
         if num < 2:
             raise ValueError(f"num: the entropy estimate needs at least 2 draws, got {num}")
         if num_data < 1:
@@ -247,9 +258,39 @@ class BayesianHyperNetwork(nn.Module):
         logits = self.ensemble_logits(x, weights)  # [K, B, C]
         nll = F.cross_entropy(logits.flatten(0, 1), y.repeat(num))
         prior = self.neg_log_prior(weights).mean() / num_data
-        entropy = self.entropy(weights, logits) / num_data
+        whole = gather_logits(logits) if gather_logits is not None and self.entropy_space == "function" else logits
+        entropy = self.entropy(weights, whole) / num_data
         loss = nll + self.kl_weight * (prior - entropy)
         return loss, {"nll": float(nll.detach()), "prior": float(prior.detach()), "entropy": float(entropy.detach())}
 
     def num_trainable(self) -> int:
         return self.model.num_trainable()
+
+
+class ELBOLoss(nn.Module):
+    """`bayes.loss` as a module's forward, so that DDP wraps the whole objective (data term, prior
+    and entropy): `forward(x, y, num_data, num, generator, gather_logits) -> (loss, parts)`.
+
+    Its state is `bayes`'s (`state_dict` without a prefix), so the checkpoints of one-process and
+    several-process runs are the same files as those of `bayes` trained on its own."""
+
+    def __init__(self, bayes: BayesianHyperNetwork) -> None:
+        super().__init__()
+        self.bayes = bayes
+
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        num_data: int,
+        num: int,
+        generator: torch.Generator | None = None,
+        gather_logits: Callable[[Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        return self.bayes.loss(x, y, num_data, num, generator, gather_logits)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.bayes.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.bayes.load_state_dict(state_dict, strict=strict, assign=assign)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -175,24 +175,65 @@ class ConditionalModel(nn.Module):
 
 
 def conditional_loss(
-    model: ConditionalModel, objective: Objective, batches: Sequence[tuple[Tensor, Tensor]], values: Tensor
+    model: ConditionalModel,
+    objective: Objective,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    values: Tensor,
+    shares: Sequence[float] | None = None,
 ) -> Tensor:
     """Mean over `k` of `objective(target(x_k, theta(v_k)), y_k, theta(v_k), v_k)`: `batches[k] = (x_k, y_k)`,
-    `values: [K]` (one batch per value; one generated network each)."""
+    `values: [K]` (one batch per value; one generated network each).
+
+    `shares`: each batch's term multiplied by `shares[k]`: in a multi-process run, `b_k W / B_k`
+    for a process's part of `b_k` rows of value `k`'s batch of `B_k` over `W` processes, so that
+    the mean over the processes is the whole batches' loss even when a batch does not split evenly
+    (the penalty, the same on every process, keeps weight `mean_r shares = 1`)."""
     if not len(batches):
         raise ValueError("batches: expected at least one (x, y) batch, got none")
     if values.ndim != 1 or values.shape[0] != len(batches):
         raise ValueError(f"values: expected shape [{len(batches)}] (one per batch), got {list(values.shape)}")
+    if shares is not None and len(shares) != len(batches):
+        raise ValueError(f"shares: expected {len(batches)} (one per batch), got {len(shares)}")
     weights = model.weights(values)  # [K, P]: one hypernetwork call for every value
     total = weights.new_zeros(())
     for k, (x, y) in enumerate(batches):
-        total = total + objective(model.target(x, weights[k]), y, weights[k], float(values[k]))
+        term = objective(model.target(x, weights[k]), y, weights[k], float(values[k]))
+        total = total + (term if shares is None else shares[k] * term)
     return total / len(batches)
+
+
+class ConditionalLoss(nn.Module):
+    """`conditional_loss(model, ...)` as a module's forward, so that DDP wraps the whole objective
+    (the hypernetwork's one call for every value and each value's loss):
+    `forward(objective, batches, values, shares) -> loss`.
+
+    Its state is `model`'s (`state_dict` without a prefix), so its checkpoints are those of
+    `model` trained on its own, from one process or several."""
+
+    def __init__(self, model: ConditionalModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        objective: Objective,
+        batches: Sequence[tuple[Tensor, Tensor]],
+        values: Tensor,
+        shares: Sequence[float] | None = None,
+    ) -> Tensor:
+        return conditional_loss(self.model, objective, batches, values, shares)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 def plain_loss(module: nn.Module, objective: Objective, x: Tensor, y: Tensor, value: float) -> Tensor:
     """The same objective for a plain module trained at one `value` (its weights flattened in
-    `named_parameters` order, as `TargetNetwork` flattens them)."""
+    `named_parameters` order, as `TargetNetwork` flattens them). `module` may be a DDP wrapper
+    (its forward then averages the gradients; its parameters are the wrapped module's, in order)."""
     flat = torch.cat([p.reshape(-1) for p in module.parameters()])
     return objective(module(x), y, flat, float(value))
 
