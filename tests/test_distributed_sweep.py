@@ -63,7 +63,11 @@ def test_sweep_two_processes_equal_one_float64(values_per_step: int, tmp_path: P
     ("sets", "message"),
     [
         (["batch_size=9"], "batch_size=9 does not split evenly over 2 processes"),
-        (["batch_size=4", "values_per_step=4"], "a batch of 1 sample(s) cannot be shared by 2 processes"),
+        (
+            ["batch_size=4", "values_per_step=4"],
+            "a batch of 1 sample(s) cannot be shared by 2 processes; a step's batch of 4 gives parts as small as 1: "
+            "use a batch size of at least 8",  # 8 / 4 values: 2 rows per value, one per process
+        ),
     ],
 )
 def test_batch_that_does_not_split_is_refused_before_anything_runs(

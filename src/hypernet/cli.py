@@ -176,12 +176,17 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
     if world > 1 and not exp.distributed:
         raise UsageError(f"--nproc {world}: {exp.name} does not train through the training loop; run it in one process")
     smallest = exp.smallest_batch(config) if exp.smallest_batch is not None and world > 1 else world
+    batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
     if smallest < world:
         raise UsageError(
             f"--nproc {world}: batch_size: a batch of {smallest} sample(s) cannot be shared by {world} processes; "
-            f"use a batch size of at least {world}"
+            + (
+                f"use a batch size of at least {world}"
+                if batch in (0, smallest)
+                else f"a step's batch of {batch} gives parts as small as {smallest}: use a batch size of at least "
+                f"{world * -(-batch // smallest)}"
+            )
         )
-    batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
     if batch % world and hasattr(config, "batch_size"):
         raise UsageError(
             f"--nproc {world}: batch_size={batch} does not split evenly over {world} processes; "
