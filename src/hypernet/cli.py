@@ -179,18 +179,26 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
     batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
     if smallest < world:
         raise UsageError(
-            f"--nproc {world}: batch_size: a batch of {smallest} sample(s) cannot be shared by {world} processes; "
+            f"--nproc {world}: {exp.batch_setting or 'batch'}: a batch of {smallest} sample(s) cannot be shared by "
+            f"{world} processes; "
             + (
-                f"use a batch size of at least {world}"
+                f"make each at least {world}"
+                if exp.batch_setting and exp.batch_setting != "batch_size"
+                else f"use a batch size of at least {world}"
                 if batch in (0, smallest)
                 else f"a step's batch of {batch} gives parts as small as {smallest}: use a batch size of at least "
                 f"{world * -(-batch // smallest)}"
             )
         )
-    if batch % world and hasattr(config, "batch_size"):
+    if batch % world and exp.batch_setting == "batch_size":
         raise UsageError(
             f"--nproc {world}: batch_size={batch} does not split evenly over {world} processes; "
             f"use a multiple of {world} (each process takes an equal part of every step's batch)"
+        )
+    if batch % world and exp.batch_setting:
+        raise UsageError(
+            f"--nproc {world}: {exp.batch_setting}: a step's {batch} samples do not split evenly over {world} "
+            f"processes; use a multiple of {world} (each process takes an equal part of every step's batch)"
         )
     if batch % world:  # fixed batches, no setting to change: the process count must fit them
         raise UsageError(

@@ -11,6 +11,16 @@ The target loss of each task is a config value fixed before the runs: 1.1 x the 
 of the standard hypernetwork in a pilot run of the default configuration with a seed outside the
 measured ones (`--seed 100 --set seeds=1 --set axes=default`; the pilot's `suggested_targets`). Steps to
 target: the first evaluation at which the held-out loss is at or below it.
+
+On several processes (`--nproc N`, or torchrun) each hypernetwork trains through DDP: every process
+draws the whole step, keeps its part of each condition's samples (`mip_tasks.samples`; the
+samples per condition must split evenly, `global_batch`), and DDP averages the gradients, so N
+processes take the steps of one. Evaluation runs on every process alike (the same weights), so
+all stop together on a divergence; rank 0 alone writes files. The runs have their own loop (no
+checkpoints, so no `--resume` mid-run), as in one process. N processes differ from one by float
+rounding only, but the standard hypernetwork's regression amplifies rounding: in float32 its
+final losses move by 1e-2 to 1e-1 when one process's initial weights move by 1e-7 (MIP's by under
+1e-4), and so does a run on 2 processes (compare such runs in float64, as the tests do).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from typing import Any, ClassVar, Literal
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 import hypernet as hn
 from hypernet.data import MNIST_SIZES, check_mnist, load_mnist
@@ -33,6 +44,7 @@ from hypernet.experiments.registry import RunContext, register
 from hypernet.experiments.settings import Relation, setting
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.report.table import Table
+from hypernet.train import distributed
 from hypernet.train.atomic import atomic_write
 
 TASKS = ("regression", "loss-conditional", "rotation-conditioned")
@@ -163,11 +175,27 @@ def _make_task(name: str, cfg: MipAblationConfig, setup: Setup, data: tuple[Data
     return cls(data[0], data[1], cfg.mnist_groups, cfg.mnist_group_size)
 
 
-def _fit(task: Any, variant: str, setup: Setup, cfg: MipAblationConfig, steps: int, seed: int) -> dict[str, Any]:
+class TrainLoss(nn.Module):
+    """`task.train_loss` of `hyper` as a module's forward, so that DDP wraps it (its parameters are
+    the hypernetwork's; the target's weights are all generated)."""
+
+    def __init__(self, task: Any, hyper: HyperNetwork, target: hn.TargetNetwork) -> None:
+        super().__init__()
+        self.task, self.hyper, self.target = task, hyper, target
+
+    def forward(self, g: torch.Generator) -> Tensor:
+        loss: Tensor = self.task.train_loss(self.hyper, self.target, g)
+        return loss
+
+
+def _fit(
+    ctx: RunContext, task: Any, variant: str, setup: Setup, cfg: MipAblationConfig, steps: int, seed: int
+) -> dict[str, Any]:
     """Train one hypernetwork; the held-out loss every `eval_every` steps (NaN from a divergence on)."""
     torch.manual_seed(seed)
     target = hn.TargetNetwork(task.make_target())
     hyper = build_hypernetwork(variant, setup, target.spec, cfg.hyper_hidden, target.initial_weights())
+    trained = ctx.distribute(TrainLoss(task, hyper, target))  # DDP in a multi-process run
     params = [p for p in hyper.parameters() if p.requires_grad]
     if setup.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.sgd_lr, momentum=0.9)
@@ -185,8 +213,9 @@ def _fit(task: Any, variant: str, setup: Setup, cfg: MipAblationConfig, steps: i
     evaluate(0)
     diverged = False
     for step in range(1, steps + 1):
-        loss = task.train_loss(hyper, target, g)
-        if not torch.isfinite(loss):
+        loss = trained(g)
+        # this process's part may stay finite while another's does not: the mean decides for all
+        if not torch.isfinite(distributed.mean_across(loss.detach().double().reshape(1))).all():
             diverged = True
             break
         opt.zero_grad(set_to_none=True)
@@ -258,6 +287,14 @@ def _prepare(cfg: MipAblationConfig) -> None:
             check_mnist("train", cfg.data_dir or None)
 
 
+def _samples_per_condition(cfg: MipAblationConfig) -> int:
+    """What every process takes an equal part of: each condition's samples (a function's points, a
+    gamma's images); with both kinds of task, their greatest common divisor (a process count splits
+    both evenly exactly when it divides it)."""
+    counts = [cfg.regression_points if t == "regression" else cfg.mnist_group_size for t in cfg.tasks]
+    return math.gcd(*counts)
+
+
 def _target_of(cfg: MipAblationConfig, task: str) -> float:
     return float(getattr(cfg, "target_" + task.replace("-", "_")))
 
@@ -282,6 +319,9 @@ def _target_of(cfg: MipAblationConfig, task: str) -> float:
     headline=lambda summary: headline(summary),
     captions={},
     prepare=_prepare,
+    distributed=True,
+    global_batch=lambda cfg: _samples_per_condition(cfg),
+    batch_setting="regression_points / mnist_group_size",
 )
 def run(cfg: MipAblationConfig, ctx: RunContext) -> dict[str, Any]:
     data = _load_data(cfg, ctx.seed) if any(t in MNIST_TASKS for t in cfg.tasks) else None
@@ -299,7 +339,7 @@ def run(cfg: MipAblationConfig, ctx: RunContext) -> dict[str, Any]:
             task = _make_task(task_name, cfg, setup, data)
             per_variant: dict[str, Any] = {}
             for variant in cfg.variants:
-                fits = [_fit(task, variant, setup, cfg, steps, s) for s in seeds]
+                fits = [_fit(ctx, task, variant, setup, cfg, steps, s) for s in seeds]
                 reach = [steps_to(f["steps"], f["loss"], target_loss) for f in fits]
                 finals = [f["loss"][-1] for f in fits]
                 per_variant[variant] = {
@@ -339,7 +379,8 @@ def run(cfg: MipAblationConfig, ctx: RunContext) -> dict[str, Any]:
                     }
                 )
     curves = {k: {v: r["curves"] for v, r in run_["variants"].items()} for k, run_ in runs.items()}
-    atomic_write(ctx.out / "curves.json", lambda tmp: tmp.write_text(json.dumps(curves)))
+    if distributed.is_main():
+        atomic_write(ctx.out / "curves.json", lambda tmp: tmp.write_text(json.dumps(curves)))
     for run_ in runs.values():
         for r in run_["variants"].values():
             del r["curves"]

@@ -24,6 +24,15 @@ from torch import Tensor, nn
 from hypernet.data.splits import Dataset
 from hypernet.hypernetworks.base import HyperNetwork
 from hypernet.target import TargetNetwork
+from hypernet.train import distributed
+
+
+def samples(x: Tensor, dim: int = 0) -> Tensor:
+    """This process's part of the samples along `dim` of `x` (rows `rank, rank + W, ...`; all of
+    them in one process); the count must split evenly over the processes."""
+    if distributed.world_size() == 1:
+        return x
+    return distributed.shard(x.transpose(0, dim))[0].transpose(0, dim)
 
 
 def small_cnn(classes: int = 10) -> nn.Sequential:
@@ -71,7 +80,7 @@ class _MNISTTask:
         weights = hyper(gammas)  # [groups, P]: one generated CNN per gamma
         total = weights.new_zeros(())
         for k in range(self.groups):
-            idx = torch.randint(len(self.train_y), (self.group_size,), generator=g)
+            idx = samples(torch.randint(len(self.train_y), (self.group_size,), generator=g))
             gamma = float(gammas[k, 0])
             total = total + self.loss(
                 target(self.inputs(self.train_x[idx], gamma), weights[k]), self.train_y[idx], gamma
@@ -149,7 +158,7 @@ class FunctionRegression:
 
     def train_loss(self, hyper: HyperNetwork, target: TargetNetwork, g: torch.Generator) -> Tensor:
         gamma = torch.rand(self.groups, self.in_features, generator=g)
-        t = torch.rand(self.groups, self.points, 1, generator=g) * 2 - 1
+        t = samples(torch.rand(self.groups, self.points, 1, generator=g) * 2 - 1, dim=1)  # [K, M / W, 1]
         return F.mse_loss(target(t, hyper(gamma)), regression_function(gamma, t))
 
     @torch.no_grad()

@@ -251,6 +251,7 @@ def _prepare(cfg: ModularityConfig) -> None:
     distributed=True,
     # every family's batch must split evenly: N divides each batch exactly when it divides their gcd
     global_batch=lambda cfg: math.gcd(*(BATCHES[f] for f in cfg.families)),
+    batch_setting=None,  # fixed batches per family (BATCHES)
 )
 def run(cfg: ModularityConfig, ctx: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {}

@@ -99,7 +99,8 @@ class Experiment:
     `--nproc N` / torchrun may run it on several processes; `global_batch(config)` then gives the
     samples of one step, which must split evenly over the processes (checked before the run);
     `smallest_batch(config)` the smallest batch a step shards unevenly, which needs at least one
-    sample per process (also checked before anything is written).
+    sample per process (also checked before anything is written). `batch_setting`: the setting(s)
+    those refusals name (None: fixed batches, no setting; the process count must fit them).
     """
 
     name: str
@@ -113,6 +114,7 @@ class Experiment:
     distributed: bool = False
     global_batch: Callable[[Any], int] | None = None
     smallest_batch: Callable[[Any], int] | None = None
+    batch_setting: str | None = "batch_size"
 
     def make_config(self, overrides: dict[str, str], quick: bool = False) -> Any:
         """The config with `--quick` values, then `key=value` overrides parsed to each field's type,
@@ -162,6 +164,7 @@ def register(
     distributed: bool = False,
     global_batch: Callable[[Any], int] | None = None,
     smallest_batch: Callable[[Any], int] | None = None,
+    batch_setting: str | None = "batch_size",
 ) -> Callable[[Callable[[Any, RunContext], dict[str, Any]]], Callable[[Any, RunContext], dict[str, Any]]]:
     """Decorator: `@register("name", "what it shows", Config, quick={...}, headline=fn)` on a run function."""
 
@@ -180,6 +183,7 @@ def register(
             distributed,
             global_batch,
             smallest_batch,
+            batch_setting,
         )
         return fn
 

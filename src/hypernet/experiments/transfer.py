@@ -5,6 +5,12 @@ the fifth (8/9) is then learned from `n` labelled images by fitting only a fresh
 (every hypernetwork weight frozen). Against: a plain network fine-tuned on the same four tasks, then
 fine-tuned (all its weights, a new head) on the `n` images, and a plain network trained on them from
 scratch. Test accuracy on the fifth task as a function of `n`, over seeds.
+
+On several processes (`--nproc N`, or torchrun) the pretraining is the continual harness's
+(`harness.train_learner`, already distributed) and every few-shot phase trains through DDP the
+same way: each process draws the whole batch, keeps its strided part weighted by its share
+(`harness.shard`: `min(n, batch_size)` need not split evenly, only give each process a sample),
+DDP averages the gradients. Evaluation runs on every process alike; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ from torch import Tensor, nn
 
 from hypernet.data import check_mnist
 from hypernet.experiments.continual import ContinualConfig, build_learner, mnist_tasks
-from hypernet.experiments.harness import Schedule, TaskData, Tasks, task_accuracy, train_learner
+from hypernet.experiments.harness import Schedule, TaskData, Tasks, shard, task_accuracy, train_learner
 from hypernet.experiments.registry import RunContext, register
 from hypernet.experiments.settings import setting
 from hypernet.methods.learners import HnetLearner, Learner
 from hypernet.report.table import Table
-from hypernet.train import TrainConfig
+from hypernet.train import TrainConfig, distributed
 
 ARMS = ("hnet-embedding", "finetune-plain", "scratch")
 
@@ -64,11 +70,16 @@ def _few_shot(
 ) -> None:
     cfg = TrainConfig(steps=steps, lr=lr, checkpoint_every=steps, eval_every=steps, log_every=max(1, steps // 4))
 
-    def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        x, y = data.rows(torch.randint(len(data), (batch,), generator=g))
-        return F.cross_entropy(learner(x.to(ctx.device), 4), y.to(ctx.device)), {}
+    # DDP on several processes; a step leaves the other tasks' embeddings or heads unused
+    model = distributed.wrap(learner, find_unused_parameters=True)
+    dtype = next(p.dtype for p in learner.parameters() if p.is_floating_point())  # float32 images in
 
-    ctx.train(phase, learner, params, step, cfg, generator=torch.Generator().manual_seed(seed))
+    def step(_: int, g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        (x, y), weight = shard(*data.rows(torch.randint(len(data), (batch,), generator=g)))
+        loss = F.cross_entropy(model(x.to(ctx.device, dtype), 4), y.to(ctx.device))
+        return (loss if weight == 1.0 else weight * loss), {}
+
+    ctx.train(phase, model, params, step, cfg, generator=torch.Generator().manual_seed(seed))
 
 
 @register(
@@ -91,6 +102,9 @@ def _few_shot(
         "images, mean ± sd over seeds."
     },
     prepare=lambda cfg: _check(cfg),
+    distributed=True,  # the harness's sharding and DDP, any batch of at least --nproc samples
+    smallest_batch=lambda cfg: _smallest_batch(cfg),
+    batch_setting="batch_size / shots / train_per_task",  # the fewest shots' batch can be the smallest
 )
 def run(cfg: TransferConfig, ctx: RunContext) -> dict[str, Any]:
     tasks = mnist_tasks(
@@ -184,6 +198,13 @@ def run(cfg: TransferConfig, ctx: RunContext) -> dict[str, Any]:
         },
         "arms": results,
     }
+
+
+def _smallest_batch(cfg: TransferConfig) -> int:
+    """The smallest batch a step shards: pretraining's `batch_size`, or the fewest shots' batch
+    `min(n, batch_size)` (fewer when `train_per_task` leaves fewer images of the new task)."""
+    few = min(cfg.shots) if cfg.train_per_task == 0 else min(*cfg.shots, cfg.train_per_task)
+    return min(cfg.batch_size, few)
 
 
 def _check(cfg: TransferConfig) -> None:
