@@ -27,14 +27,16 @@ WORKER = str(Path(__file__).with_name("dist_float64_worker.py"))
 RTOL, ATOL, STATE_TOL = 1e-9, 1e-12, 1e-8
 
 
-def run_float64(out: Path, args: list[str], nproc: int, *own: str) -> None:
-    """`hypernet ARGS --out OUT` in float64 on `nproc` processes (`own`: the worker's options)."""
-    argv = [WORKER, *own, "--", *args, "--out", str(out)]
+def run_float64(out: Path, args: list[str], nproc: int, *own: str, worker: str = WORKER) -> None:
+    """`hypernet ARGS --out OUT` in float64 on `nproc` processes through `worker` (a script that
+    takes `[OWN...] -- ARGS`; `own`: its options): one process as a plain subprocess, N under
+    torchrun's launcher. Every float64 distributed test runs its workers through this."""
+    argv = [worker, *own, "--", *args, "--out", str(out)]
     if nproc > 1:
         distributed.launch(argv, nproc)
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr
 
 

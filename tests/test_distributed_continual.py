@@ -32,6 +32,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dist_compare import records, run_float64
 from hypernet.cli import main
 from hypernet.train import distributed
 from hypernet.train.checkpoint import list_checkpoints, load_checkpoint
@@ -53,25 +54,15 @@ STATE_TOL = 1e-8
 
 
 def _worker(out: Path, args: list[str], nproc: int, *own: str) -> None:
-    """`hypernet ARGS --out OUT` in float64 on `nproc` processes."""
-    argv = [WORKER, *own, "--", *args, "--out", str(out)]
-    if nproc > 1:
-        distributed.launch(argv, nproc)
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """`hypernet ARGS --out OUT` in float64 on `nproc` processes, through this module's worker."""
+    run_float64(out, args, nproc, *own, worker=WORKER)
 
 
 def _assert_same_run(got: Path, ref: Path) -> None:
     """The same summary (accuracies exactly, as JSON numbers), metrics and final weights and state
     (every learner's buffers: EWC's Fisher, SI's path and kept gradient, the regularizer's targets)."""
     assert json.loads((got / "summary.json").read_text()) == json.loads((ref / "summary.json").read_text())
-    a, b = _records(got), _records(ref)
+    a, b = records(got), records(ref)
     assert [(r["phase"], r["step"]) for r in a] == [(r["phase"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
         assert set(ra) == set(rb)
@@ -119,9 +110,9 @@ def test_split_digits_two_processes_equal_one_float64(digits_ref: Path, tmp_path
         for n, w in seen:
             assert w == pytest.approx(dict(parts)[n], rel=1e-15)
     # the run learned: a comparison of runs that did not move would check nothing
-    first, last = _records(digits_ref)[0], [r for r in _records(digits_ref) if r["phase"] == "hyper-standard"][-1]
+    first, last = records(digits_ref)[0], [r for r in records(digits_ref) if r["phase"] == "hyper-standard"][-1]
     assert last["loss"] < 0.5 * first["loss"]
-    regs = [r["reg"] for r in _records(digits_ref) if r["phase"].startswith(("hnet-task", "si-task", "ewc-task"))]
+    regs = [r["reg"] for r in records(digits_ref) if r["phase"].startswith(("hnet-task", "si-task", "ewc-task"))]
     assert max(regs) > 1e-4  # the penalties are part of what is compared
 
 
@@ -160,7 +151,7 @@ def test_split_mnist_lookahead_and_subset_two_processes_equal_one_float64(mnist_
     _worker(one, args, 1)
     _worker(two, args, 2)
     _assert_same_run(two, one)
-    assert max(r["reg"] for r in _records(one)) > 1e-4
+    assert max(r["reg"] for r in records(one)) > 1e-4
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -191,7 +182,7 @@ def test_cli_continual_runs_on_two_processes(launcher: str, mnist_dir: Path, tmp
     assert result.returncode == 0, result.stderr
     assert json.loads((two / "summary.json").read_text()) == json.loads((one / "summary.json").read_text())
     assert json.loads((two / "config.json").read_text())["processes"] == 2
-    a, b = _records(two), _records(one)
+    a, b = records(two), records(one)
     assert [(r["phase"], r["step"]) for r in a] == [(r["phase"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-3, abs=1e-6)

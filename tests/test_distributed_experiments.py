@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dist_compare import records, run_float64
 from hypernet.cli import main
 from hypernet.train import distributed
 from hypernet.train.checkpoint import list_checkpoints
@@ -45,18 +43,8 @@ MODULARITY += ["--set", "rotation_train=128", "--set", "test_images=60", "--set"
 
 
 def _worker(out: Path, args: list[str], nproc: int, *own: str) -> None:
-    """`hypernet ARGS --out OUT` in float64 on `nproc` processes."""
-    argv = [WORKER, *own, "--", *args, "--out", str(out)]
-    if nproc > 1:
-        distributed.launch(argv, nproc)
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr
-
-
-def _records(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """`hypernet ARGS --out OUT` in float64 on `nproc` processes, through this module's worker."""
+    run_float64(out, args, nproc, *own, worker=WORKER)
 
 
 def _assert_close(got: Any, ref: Any, where: str = "") -> None:
@@ -78,7 +66,7 @@ def _assert_close(got: Any, ref: Any, where: str = "") -> None:
 
 def _assert_same_run(got: Path, ref: Path) -> None:
     _assert_close(json.loads((got / "summary.json").read_text()), json.loads((ref / "summary.json").read_text()))
-    a, b = _records(got), _records(ref)
+    a, b = records(got), records(ref)
     assert [(r["phase"], r["step"]) for r in a] == [(r["phase"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
         _assert_close(ra, rb, f"{rb['phase']} step {rb['step']}")
@@ -116,7 +104,7 @@ def test_inr_two_processes_equal_one_float64(tmp_path: Path) -> None:
     _assert_same_run(two, one)
     _assert_halves(rows, {8})
     # the models learned: a comparison of runs that did not move would check nothing
-    losses = [r["loss"] for r in _records(one) if r["phase"] == "digits-hypernetwork-seed0"]
+    losses = [r["loss"] for r in records(one) if r["phase"] == "digits-hypernetwork-seed0"]
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -142,7 +130,7 @@ def test_modularity_two_processes_equal_one_float64(modularity_ref: Path, tmp_pa
     _assert_halves(rows, {32, 64})
     summary = json.loads((modularity_ref / "summary.json").read_text())
     assert set(summary["families"]) == {"teacher", "images", "rotation"}
-    losses = [r["loss"] for r in _records(modularity_ref) if r["phase"] == "teacher-hypernetwork-h0-seed0"]
+    losses = [r["loss"] for r in records(modularity_ref) if r["phase"] == "teacher-hypernetwork-h0-seed0"]
     assert losses[-1] < 0.8 * losses[0], losses  # measured: 0.17 -> 0.096
 
 

@@ -32,7 +32,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hypernet.train import distributed
+from dist_compare import records, run_float64
 from hypernet.train.checkpoint import list_checkpoints
 
 WORKER = str(Path(__file__).with_name("dist_mip_transfer_worker.py"))
@@ -45,14 +45,8 @@ STATE_TOL = 1e-8
 
 
 def _worker(out: Path, args: list[str], nproc: int, *own: str) -> None:
-    """`hypernet ARGS --out OUT` in float64 on `nproc` processes."""
-    argv = [WORKER, *own, "--", *args, "--out", str(out)]
-    if nproc > 1:
-        distributed.launch(argv, nproc)
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr
+    """`hypernet ARGS --out OUT` in float64 on `nproc` processes, through this module's worker."""
+    run_float64(out, args, nproc, *own, worker=WORKER)
 
 
 def _parts(rows: Path, rank: int) -> list[tuple[int, float]]:
@@ -130,10 +124,6 @@ TRANSFER += ["--set", "few_steps=6", "--set", "train_per_task=60", "--set", "tes
 TRANSFER += ["--set", "shots=5,12", "--set", "batch_size=12", "--set", "checkpoint_every=3", "--set", "hidden=16"]
 
 
-def _records(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_split_mnist_transfer_two_processes_equal_one_float64(mnist_dir: Path, tmp_path: Path) -> None:
     """Pretraining (the continual harness) and every few-shot phase, uneven parts included."""
     args = [*TRANSFER, "--data-dir", str(mnist_dir)]
@@ -141,7 +131,7 @@ def test_split_mnist_transfer_two_processes_equal_one_float64(mnist_dir: Path, t
     _worker(one, args, 1)
     _worker(two, args, 2, "--rows", str(rows))
     assert json.loads((two / "summary.json").read_text()) == json.loads((one / "summary.json").read_text())
-    a, b = _records(two), _records(one)
+    a, b = records(two), records(one)
     assert [(r["phase"], r["step"]) for r in a] == [(r["phase"], r["step"]) for r in b]
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
