@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,55 @@ def test_first_failure_names_the_process_that_recorded_its_error_not_one_that_sa
     aborted.timestamp = recorded.timestamp - 1  # even noticed earlier, a signal is not the cause
     assert distributed.first_failure({0: aborted, 1: recorded})[0] == 1
     # nobody recorded anything: the earliest, lowest rank, told by its exit code
-    other = ProcessFailure(local_rank=1, pid=3, exitcode=-15, error_file=str(tmp_path / "absent.json"))
-    other.timestamp = aborted.timestamp
-    assert distributed.first_failure({1: other, 0: aborted})[::2] == (0, "exit code -6")
+    # nobody recorded anything: one the agent did not stop (SIGTERM, or the exit 143 it becomes)
+    # is the cause, named by its signal; rank 0 stopped, rank 1 killed from outside
+    stopped = ProcessFailure(local_rank=0, pid=3, exitcode=-15, error_file=str(tmp_path / "absent.json"))
+    killed = ProcessFailure(local_rank=1, pid=4, exitcode=-9, error_file=str(tmp_path / "absent.json"))
+    killed.timestamp = stopped.timestamp
+    assert distributed.first_failure({0: stopped, 1: killed})[::2] == (1, "killed by SIGKILL")
+    exited = ProcessFailure(local_rank=0, pid=5, exitcode=143, error_file=str(tmp_path / "absent.json"))
+    crashed = ProcessFailure(local_rank=1, pid=6, exitcode=3, error_file=str(tmp_path / "absent.json"))
+    crashed.timestamp = exited.timestamp
+    assert distributed.first_failure({0: exited, 1: crashed})[::2] == (1, "exit code 3")
+    # all stopped alike: the earliest, then the lowest rank
+    again = ProcessFailure(local_rank=1, pid=7, exitcode=-15, error_file=str(tmp_path / "absent.json"))
+    again.timestamp = stopped.timestamp
+    assert distributed.first_failure({1: again, 0: stopped})[::2] == (0, "killed by SIGTERM")
+
+
+@pytest.mark.parametrize(("sig", "raised", "code", "line"), [
+    (signal.SIGTERM, SystemExit, 143, "hypernet: stopped by SIGTERM; rerun with --resume to continue"),
+    (signal.SIGINT, KeyboardInterrupt, 130, "hypernet: interrupted; rerun with --resume to continue"),
+])  # fmt: skip
+def test_a_stopped_launcher_reports_a_stop_not_a_failure(
+    sig: signal.Signals,
+    raised: type[BaseException],
+    code: int,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C or SIGTERM to `--nproc`'s launcher: torch's agent stops the processes and raises
+    SignalException; that was reported as "run failed: SignalException", exit 1."""
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped_launch(config: object, entrypoint: str) -> object:
+        def run(*args: str) -> None:
+            assert os.environ.get("HYPERNET_LAUNCHED") == "1"  # its processes know who reports
+            raise SignalException(f"Process 1 got signal: {int(sig)}", sigval=sig)
+
+        return run
+
+    monkeypatch.setattr(launcher_api, "elastic_launch", stopped_launch)
+    with pytest.raises(raised) as info:
+        distributed.launch(["-c", "pass"], 2)
+    assert raised is KeyboardInterrupt or info.value.code == code  # type: ignore[union-attr]
+    assert "HYPERNET_LAUNCHED" not in os.environ
+    args = ["run", "split-digits", "--quick", "--no-progress", "--nproc", "2", "--out", str(tmp_path / "run")]
+    assert main(args) == code
+    assert capsys.readouterr().err.strip().splitlines() == [line]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -439,7 +439,9 @@ def _run_main(argv: list[str]) -> int:
             print(f"hypernet: run stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("hypernet: interrupted; rerun with --resume to continue", file=sys.stderr)
+        # once: by --nproc's launcher (not its processes), or by process 0 under a user's torchrun
+        if not distributed.launched() and os.environ.get("RANK", "0") == "0":
+            print("hypernet: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for users; the traceback on request
         if os.environ.get("HYPERNET_DEBUG"):

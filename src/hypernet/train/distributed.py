@@ -153,6 +153,15 @@ def is_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("Connection closed by peer" in text or "Connection reset" in text)
 
 
+LAUNCHED_ENV = "HYPERNET_LAUNCHED"  # set by `launch` for its processes
+
+
+def launched() -> bool:
+    """Whether this process was started by `launch` (`--nproc`), whose launcher reports how the
+    run ended, rather than by a user's torchrun."""
+    return os.environ.get(LAUNCHED_ENV) == "1"
+
+
 def record_failure(exc: BaseException) -> None:
     """Leave `exc` where torchrun's agent looks for a worker's failure (`TORCHELASTIC_ERROR_FILE`),
     so that the launcher names the process that failed first, not the ones that saw it die."""
@@ -193,19 +202,36 @@ def first_failure(failures: Mapping[int, ProcessFailure]) -> tuple[int, ProcessF
     def recorded(f: ProcessFailure) -> bool:
         return isinstance(f.error_file_data, dict) and f.error_file_data.get("message", "<NONE>") != "<NONE>"
 
+    def stopped_by_agent(f: ProcessFailure) -> bool:  # SIGTERM, or the SystemExit it becomes here
+        return f.exitcode in (-signal.SIGTERM, 128 + signal.SIGTERM)
+
     own = {r: f for r, f in failures.items() if recorded(f)}
-    pool = own or dict(failures)
+    # nobody recorded an error (a process killed from outside): one the agent did not stop is it
+    pool = own or {r: f for r, f in failures.items() if not stopped_by_agent(f)} or dict(failures)
     rank, failure = min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
     message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
     text = str(message).strip()
-    why = text.splitlines()[0] if own and text else f"exit code {failure.exitcode}"
+    if own and text:
+        why = text.splitlines()[0]
+    elif failure.exitcode < 0:
+        why = f"killed by {_signal_name(-failure.exitcode)}"
+    else:
+        why = f"exit code {failure.exitcode}"
     return rank, failure, why
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> None:
     """Run `python ARGS` as `nproc` processes on this machine with torchrun's launcher (standalone
     rendezvous on a free local port, no restarts). Raises `DistributedRunError` naming the first
     failed rank and its exit code; torchrun's agent has then stopped the other processes."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -230,8 +256,15 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> No
     os.environ.update(env or {})
     # torchrun sets OMP_NUM_THREADS=1 for N > 1 (with a warning) unless given; say it ourselves
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHED_ENV] = "1"  # the processes know this launcher reports an interrupt
     try:
         elastic_launch(config, sys.executable)(*args)
+    except SignalException as exc:
+        # this process was stopped (Ctrl-C, or SIGTERM from a scheduler): the agent has stopped the
+        # others; report it as the one-process run would, not as a failure
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise SystemExit(128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
         failed_rank, failure, why = first_failure(exc.failures)
         raise DistributedRunError(
