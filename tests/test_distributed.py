@@ -234,3 +234,17 @@ def test_cli_nproc_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_under_torchrun_the_refusal_names_the_process_count_not_nproc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`torchrun --nproc-per-node 3 -m hypernet run ...` passes no --nproc: the refusal says "3
+    processes", not "--nproc 3" (the trial user gave --nproc-per-node)."""
+    from hypernet import cli
+    from hypernet.experiments import get
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    exp = get("uncertainty")
+    with pytest.raises(cli.UsageError, match=r"^3 processes: batch_size=128 does not split evenly over 3 processes"):
+        cli._world(exp, exp.make_config({}), 1)
+    with pytest.raises(cli.UsageError, match=r"^--nproc 3: batch_size=128 does not split evenly"):
+        cli._world(exp, exp.make_config({}), 3)

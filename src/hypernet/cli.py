@@ -173,13 +173,14 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
     if env > 1 and nproc not in (1, env):
         raise UsageError(f"--nproc {nproc}: torchrun started {env} processes; give the count once")
     world = max(env, nproc)
+    who = f"--nproc {world}" if nproc > 1 else f"{world} processes"  # (under torchrun: no --nproc given)
     if world > 1 and not exp.distributed:
-        raise UsageError(f"--nproc {world}: {exp.name} does not train through the training loop; run it in one process")
+        raise UsageError(f"{who}: {exp.name} does not train through the training loop; run it in one process")
     smallest = exp.smallest_batch(config) if exp.smallest_batch is not None and world > 1 else world
     batch = exp.global_batch(config) if exp.global_batch is not None and world > 1 else 0
     if smallest < world:
         raise UsageError(
-            f"--nproc {world}: {exp.batch_setting or 'batch'}: a batch of {smallest} sample(s) cannot be shared by "
+            f"{who}: {exp.batch_setting or 'batch'}: a batch of {smallest} sample(s) cannot be shared by "
             f"{world} processes; "
             + (
                 f"make each at least {world}"
@@ -192,17 +193,17 @@ def _world(exp: Experiment, config: object, nproc: int) -> int:
         )
     if batch % world and exp.batch_setting == "batch_size":
         raise UsageError(
-            f"--nproc {world}: batch_size={batch} does not split evenly over {world} processes; "
+            f"{who}: batch_size={batch} does not split evenly over {world} processes; "
             f"use a multiple of {world} (each process takes an equal part of every step's batch)"
         )
     if batch % world and exp.batch_setting:
         raise UsageError(
-            f"--nproc {world}: {exp.batch_setting}: a step's {batch} samples do not split evenly over {world} "
+            f"{who}: {exp.batch_setting}: a step's {batch} samples do not split evenly over {world} "
             f"processes; use a multiple of {world} (each process takes an equal part of every step's batch)"
         )
     if batch % world:  # fixed batches, no setting to change: the process count must fit them
         raise UsageError(
-            f"--nproc {world}: {exp.name}'s steps take {batch} samples (or a multiple), which do not split "
+            f"{who}: {exp.name}'s steps take {batch} samples (or a multiple), which do not split "
             f"evenly over {world} processes; use a process count that divides {batch}"
         )
     return world
