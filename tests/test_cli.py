@@ -4,6 +4,7 @@ import dataclasses
 import html.parser
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -397,6 +398,26 @@ def test_sigterm_during_a_checkpoint_write_stops_with_a_line_and_leaves_nothing_
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     assert main([*args, "--out", str(out), "--resume"]) == 0
     assert (out / "summary.json").exists()
+
+
+def test_resume_says_when_the_run_was_complete_or_has_no_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--resume of a finished run re-completes it, and of a run with no checkpoint (mip-ablation keeps
+    none) starts over: each says so instead of doing it silently (from the new-user trial)."""
+    out = tmp_path / "run"
+    args = ["run", "split-digits", "--quick", "--set", "steps=10", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    summary = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "the run was complete: each phase loads its last checkpoint" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == summary
+    shutil.rmtree(out / "checkpoints")
+    (out / "summary.json").unlink()
+    assert main([*args, "--resume"]) == 0
+    assert f"no checkpoint in {out / 'checkpoints'} to resume from: the run starts" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == summary
 
 
 def test_set_data_dir_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

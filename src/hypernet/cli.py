@@ -149,6 +149,10 @@ def run_experiment(name: str, args: argparse.Namespace, command: str, argv: list
         out=out, seed=args.seed, device=device, quick=args.quick, resume=args.resume, progress=not args.no_progress
     )
     print(f"running {name} into {out}" + (f" on {world} processes" if world > 1 else ""), flush=True)
+    if args.resume and (out / "summary.json").exists():
+        print("the run was complete: each phase loads its last checkpoint; summary and report are written again")
+    elif args.resume and not any((out / "checkpoints").glob("*.json")):
+        print(f"no checkpoint in {out / 'checkpoints'} to resume from: the run starts from the beginning")
     start = time.monotonic()
     summary = exp.run(config, ctx)
     if not distributed.is_main():
