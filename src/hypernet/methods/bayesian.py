@@ -85,7 +85,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,7 @@ from hypernet.hypernetworks.mlp import MLPHyperNetwork
 from hypernet.model import HyperModel
 from hypernet.spec import ParamSpec
 from hypernet.target import TargetNetwork
+from hypernet.train.distributed import ObjectiveModule
 
 
 def prior_std(spec: ParamSpec, prior_scale: float = 1.0) -> Tensor:
@@ -267,30 +268,10 @@ class BayesianHyperNetwork(nn.Module):
         return self.model.num_trainable()
 
 
-class ELBOLoss(nn.Module):
+class ELBOLoss(ObjectiveModule):
     """`bayes.loss` as a module's forward, so that DDP wraps the whole objective (data term, prior
-    and entropy): `forward(x, y, num_data, num, generator, gather_logits) -> (loss, parts)`.
-
-    Its state is `bayes`'s (`state_dict` without a prefix), so the checkpoints of one-process and
-    several-process runs are the same files as those of `bayes` trained on its own."""
+    and entropy): `forward(x, y, num_data, num, generator, gather_logits) -> (loss, parts)`; its
+    state is `bayes`'s (`distributed.ObjectiveModule`)."""
 
     def __init__(self, bayes: BayesianHyperNetwork) -> None:
-        super().__init__()
-        self.bayes = bayes
-
-    def forward(
-        self,
-        x: Tensor,
-        y: Tensor,
-        num_data: int,
-        num: int,
-        generator: torch.Generator | None = None,
-        gather_logits: Callable[[Tensor], Tensor] | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        return self.bayes.loss(x, y, num_data, num, generator, gather_logits)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        return self.bayes.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return self.bayes.load_state_dict(state_dict, strict=strict, assign=assign)
+        super().__init__(bayes, bayes.loss)

@@ -28,10 +28,11 @@ the same objective (the baseline sweep).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from hypernet.hypernetworks.mlp import MLPHyperNetwork
 from hypernet.selection import Selector
 from hypernet.target import TargetNetwork
+from hypernet.train.distributed import ObjectiveModule
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -202,32 +204,14 @@ def conditional_loss(
     return total / len(batches)
 
 
-class ConditionalLoss(nn.Module):
+class ConditionalLoss(ObjectiveModule):
     """`conditional_loss(model, ...)` as a module's forward, so that DDP wraps the whole objective
     (the hypernetwork's one call for every value and each value's loss):
-    `forward(objective, batches, values, shares) -> loss`.
-
-    Its state is `model`'s (`state_dict` without a prefix), so its checkpoints are those of
-    `model` trained on its own, from one process or several."""
+    `forward(objective, batches, values, shares) -> loss`; its state is `model`'s
+    (`distributed.ObjectiveModule`)."""
 
     def __init__(self, model: ConditionalModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        objective: Objective,
-        batches: Sequence[tuple[Tensor, Tensor]],
-        values: Tensor,
-        shares: Sequence[float] | None = None,
-    ) -> Tensor:
-        return conditional_loss(self.model, objective, batches, values, shares)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        return self.model.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+        super().__init__(model, functools.partial(conditional_loss, model))
 
 
 def plain_loss(module: nn.Module, objective: Objective, x: Tensor, y: Tensor, value: float) -> Tensor:

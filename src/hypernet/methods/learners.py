@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -240,27 +239,12 @@ class HnetLearner(Learner):
         return self.hnet.target_memory_bytes()
 
 
-class Objective(nn.Module):
+class Objective(distributed.ObjectiveModule):
     """`learner.loss` as a module's forward, so that DDP wraps the whole objective (data term and
-    penalty): every parameter the loss reaches is found, and its gradient averaged once.
-
-    Its state is the learner's (`state_dict` without a prefix), so the checkpoints of one-process
-    and several-process runs are the same files."""
+    penalty); its state is the learner's (`distributed.ObjectiveModule`)."""
 
     def __init__(self, learner: Learner) -> None:
-        super().__init__()
-        self.learner = learner
-
-    def forward(
-        self, x: Tensor, y: Tensor, task: int | Tensor, generator: torch.Generator, weight: float = 1.0
-    ) -> tuple[Tensor, Logged]:
-        return self.learner.loss(x, y, task, generator, weight)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        return self.learner.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return self.learner.load_state_dict(state_dict, strict=strict, assign=assign)
+        super().__init__(learner, learner.loss)
 
 
 def distribute(learner: Learner, find_unused: bool = True) -> nn.Module:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,29 @@ def wrap(model: nn.Module, **options: Any) -> nn.Module:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, **options)
+
+
+class ObjectiveModule(nn.Module):
+    """A loss `fn(*args, **kwargs)` over `owner`'s parameters as a module's forward, so that DDP
+    wraps the whole objective (data term and any penalty or entropy): every parameter the loss
+    reaches is found, and its gradient averaged once.
+
+    Its state is `owner`'s (`state_dict` without a prefix), so the checkpoints of one-process and
+    several-process runs are the same files as those of `owner` trained on its own."""
+
+    def __init__(self, owner: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.owner = owner
+        self.fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.owner.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.owner.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
