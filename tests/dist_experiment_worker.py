@@ -2,8 +2,7 @@
 process (`python tests/dist_experiment_worker.py -- ARGS`) or as N under torchrun's launcher
 (`hypernet.train.distributed.launch`), each process then joining the run as `torchrun` starts it.
 
-float64 is the default dtype, so every model is built in float64 (inr's are also converted:
-its hypernetwork's `theta0` is made float32 whatever the default); the inputs the experiments
+float64 is the default dtype, so every model is built in float64; the inputs the experiments
 make in float32 on purpose (MNIST and scikit-learn's digits, the sample images, the 2x grid) are
 read in float64 here. One process and N
 processes then differ only by summation order.
@@ -52,8 +51,6 @@ def main() -> int:
     inr.sample_image_patches = lambda *a, **k: patches(*a, **k).double()  # type: ignore[assignment]
     inr.upsampled_coordinates = lambda *a, **k: upsampled(*a, **k).double()  # type: ignore[assignment]
     inr_figures.upsampled_coordinates = inr.upsampled_coordinates  # type: ignore[attr-defined]
-    models = inr._models  # the hypernetwork keeps its theta0 in float32 whatever the default dtype
-    inr._models = lambda *a: tuple(m.double() for m in models(*a))  # type: ignore[assignment]
 
     shard = registry.RunContext.shard
     calls = [0]

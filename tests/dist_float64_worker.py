@@ -4,8 +4,8 @@ under torchrun's launcher (`hypernet.train.distributed.launch`), each process th
 as `torchrun` would start it.
 
 Float64 is the default dtype (every network is built in it) and scikit-learn's digits, which both
-experiments' `--quick` runs read, are handed over in float64 (and the conditioned model converted
-to it), so that one process and N processes differ only by summation order.
+experiments' `--quick` runs read, are handed over in float64, so that one process and N processes
+differ only by summation order.
 `--rows FILE`: every process appends `[rank, rows]` of each part of a batch it trains on
 (`RunContext.shard`), `[rank, rows, share]` of each weighted part (the conditioned steps of
 `hyperparameter-sweep`), to `FILE.RANK`.
@@ -17,7 +17,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -41,15 +40,6 @@ def main() -> int:
     uncertainty.load_digits = digits64  # type: ignore[assignment]
     hyperparameter_sweep.load_digits = digits64  # type: ignore[assignment]
 
-    class ConditionalModel64(hyperparameter_sweep.ConditionalModel):
-        """The conditioned model in float64 (the hypernetwork keeps MIP's theta0 in float32 whatever
-        the default dtype, so it is converted after construction)."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.double()
-
-    hyperparameter_sweep.ConditionalModel = ConditionalModel64  # type: ignore[misc]
     if rows is not None:
         shard = RunContext.shard
 

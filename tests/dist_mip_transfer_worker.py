@@ -4,8 +4,7 @@ under torchrun's launcher (`hypernet.train.distributed.launch`), each process th
 as `torchrun` would start it.
 
 `python dist_mip_transfer_worker.py [--rows FILE] -- ARGS...` runs `hypernet ARGS` with float64 as
-the default dtype (so models are built in float64), MIP's hypernetworks converted to float64 (a
-residual one keeps its `theta0` in float32 otherwise) and MIP's MNIST images cast to float64 (the
+the default dtype (so models are built in float64) and MIP's MNIST images cast to float64 (the
 transfer experiment casts them to its learners' dtype itself), so that one process and N processes
 differ only by summation order.
 `--rows FILE`: every process appends `[rank, rows, weight]` of each part of a batch it trains on
@@ -31,7 +30,7 @@ def main() -> int:
     torch.set_default_dtype(torch.float64)
 
     from hypernet.cli import main as cli_main
-    from hypernet.experiments import mip_ablation, mip_tasks, transfer
+    from hypernet.experiments import mip_tasks, transfer
 
     def record(count: int, weight: float) -> None:
         if rows is not None:
@@ -39,8 +38,7 @@ def main() -> int:
             with open(f"{rows}.{rank}", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps([rank, count, weight]) + "\n")
 
-    build, half_size, samples, shard = (
-        mip_ablation.build_hypernetwork,
+    half_size, samples, shard = (
         mip_tasks.half_size,
         mip_tasks.samples,
         transfer.shard,
@@ -56,7 +54,6 @@ def main() -> int:
         record(int(parts[0].shape[0]), weight)
         return parts, weight
 
-    mip_ablation.build_hypernetwork = lambda *args: build(*args).double()  # type: ignore[assignment]
     mip_tasks.half_size = lambda images: half_size(images).double()  # type: ignore[assignment]
     mip_tasks.samples = recording_samples  # type: ignore[assignment]
     transfer.shard = recording_shard  # type: ignore[assignment]
